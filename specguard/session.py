@@ -1,0 +1,218 @@
+"""Command-line options → one session object; the fixtures read only from it."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from specguard.baselines import (BaselineFile, CellBaseline, MetricBaseline, baseline_path, detect_profile,
+                                 device_description, load_baseline, write_baseline)
+from specguard.errors import InputError
+from specguard.load import round_prompts
+from specguard.matrix import Cell, Matrix, ServerConfig, load_matrix
+from specguard.pool import ServerPool
+from specguard.prompts import Prompt, load_prompts
+from specguard.results import append_record, environment, now_iso
+from specguard.runner import CellMeasurement, RoundSample, judge_cell, run_round
+from specguard.server import request_json, vllm_distribution
+from specguard.verdict import more_rounds_needed
+
+ROOT = Path(__file__).resolve().parent.parent
+MATRICES = ROOT / "fixtures" / "matrices"
+
+
+def default_matrix() -> Path:
+    """tiny-gpu on a machine with a CUDA build of vLLM and a GPU; the embedded tiny-cpu otherwise."""
+    if os.environ.get("SPECGUARD_MATRIX"):
+        return Path(os.environ["SPECGUARD_MATRIX"])
+    if cuda_vllm_available():
+        return MATRICES / "tiny-gpu.toml"
+    return MATRICES / "tiny-cpu.toml"
+
+
+def cuda_vllm_available() -> bool:
+    from specguard.baselines import detect_devices
+    dist = vllm_distribution()
+    return dist is not None and dist[0] == "vllm" and bool(detect_devices())
+
+
+@dataclass
+class Options:
+    matrix: Path
+    baseline_dir: Path
+    results_dir: Path
+    profile: str | None = None
+    update_baselines: bool = False
+    vllm_url: str | None = None
+    api_key: str | None = None
+    rounds: int | None = None
+    benchmark_json: Path | None = None
+    categories: list[str] | None = None
+
+
+@dataclass
+class SpecguardSession:
+    options: Options
+    matrix: Matrix
+    categories: list[str]
+    prompts: dict[str, list[Prompt]]
+    profile: str
+    device: str
+    api_key: str
+    pool: ServerPool
+    baseline: BaselineFile | None
+    environment: dict[str, Any] = field(default_factory=dict)
+    measurements: dict[str, CellMeasurement] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)   # per-feature session state (lossless refs)
+
+    @classmethod
+    def create(cls, options: Options) -> "SpecguardSession":
+        matrix = load_matrix(options.matrix)
+        w = matrix.workload
+        loaded = load_prompts(w.prompts, base_dir=matrix.path.parent, categories=w.categories)
+        prompts: dict[str, list[Prompt]] = {}
+        for p in loaded:
+            prompts.setdefault(p.category, []).append(p)
+        categories = list(w.categories) if w.categories else list(prompts)
+        if options.categories is not None:
+            unknown = [c for c in options.categories if c not in categories]
+            if unknown:
+                raise InputError(matrix.path, "workload.categories",
+                                 f"--categories names {unknown}, which the matrix does not run (it has {categories})")
+            categories = [c for c in categories if c in options.categories]
+        use_gpu = matrix.marker == "gpu"
+        profile = options.profile or detect_profile(use_gpu)
+        device = device_description(use_gpu)
+        # A fresh key per session unless the user gives one (needed with --vllm-url if that server has one).
+        api_key = options.api_key or (None if options.vllm_url else secrets.token_hex(16))
+        log_dir = options.results_dir / "logs"
+        return cls(options=options, matrix=matrix, categories=categories, prompts=prompts, profile=profile,
+                   device=device, api_key=api_key or "",
+                   pool=ServerPool(log_dir=log_dir, api_key=api_key, external_url=options.vllm_url),
+                   baseline=load_baseline(baseline_path(options.baseline_dir, profile, matrix.name)),
+                   environment=environment(device, profile))
+
+    @property
+    def results_path(self) -> Path:
+        return self.options.results_dir / "cells.jsonl"
+
+    @property
+    def report_dir(self) -> Path:
+        """Where side reports go: next to the benchmark JSON when there is one."""
+        if self.options.benchmark_json is not None:
+            return self.options.benchmark_json.parent
+        return self.options.results_dir
+
+    def cells(self) -> list[Cell]:
+        return self.matrix.cells(self.categories)
+
+    def rounds(self) -> tuple[int, int]:
+        w = self.matrix.workload
+        if self.options.rounds is not None:
+            return self.options.rounds, max(self.options.rounds, w.max_rounds)
+        return w.rounds, w.max_rounds
+
+    def stored(self, cell: Cell) -> CellBaseline | None:
+        return None if self.baseline is None else self.baseline.cells.get(cell.id)
+
+    def baseline_cell(self, cell: Cell) -> Cell | None:
+        base = self.matrix.baseline_of(cell.server)
+        if base is None:
+            return None
+        return next(c for c in self.matrix.cells(self.categories)
+                    if c.server == base and c.concurrency == cell.concurrency and c.category == cell.category)
+
+    def served_model(self, server: Any, config: ServerConfig) -> str:
+        if self.options.vllm_url is None:
+            return config.name
+        models = request_json(f"{server.base_url}/v1/models", api_key=self.api_key or None)
+        return str(models["data"][0]["id"])
+
+    def measure(self, cell: Cell, run_rounds: Callable[[Callable[[], RoundSample], int], list[RoundSample]]
+                ) -> CellMeasurement:
+        """Measure ``cell`` (once per session) with ``run_rounds(one_round, n)`` doing the rounds.
+
+        The plugin passes pytest-benchmark's pedantic runner; a plain loop serves otherwise.
+        """
+        if cell.id in self.measurements:
+            return self.measurements[cell.id]
+        base_cell = self.baseline_cell(cell)
+        base = None
+        if base_cell is not None:
+            # Normally measured already (the plain server runs first); if it was deselected, measure it now.
+            base = self.measure(base_cell, plain_rounds)
+        server = self.pool.get(cell.server)
+        w = self.matrix.workload
+        model = self.served_model(server, cell.server)
+        prompts = round_prompts(self.prompts[cell.category], max(w.num_prompts, cell.concurrency))
+
+        def one_round() -> RoundSample:
+            return run_round(cell, server, prompts, model=model, max_tokens=w.max_tokens, api_key=self.api_key or None,
+                             request_timeout_s=w.request_timeout_s, ignore_eos=w.ignore_eos,
+                             on_done=_progress(cell.id))
+
+        if w.warmup_requests:
+            warm = round_prompts(self.prompts[cell.category], w.warmup_requests)
+            run_round(cell, server, warm, model=model, max_tokens=min(16, w.max_tokens),
+                      api_key=self.api_key or None, request_timeout_s=w.request_timeout_s, ignore_eos=True)
+        rounds, max_rounds = self.rounds()
+        m = CellMeasurement(cell, baseline_throughputs=tuple(base.throughputs) if base else None)
+        m.samples.extend(run_rounds(one_round, rounds))
+        while len(m.samples) < rounds:   # a disabled benchmark fixture runs the function only once
+            m.samples.append(one_round())
+        stored = self.stored(cell)
+        m.checks = judge_cell(m, stored, self.matrix.tolerances)
+        # Noise-aware: an interval that straddles the bound gets more rounds, up to the cap.
+        while any(more_rounds_needed(c.verdict, len(m.samples), max_rounds) for c in m.checks.values()):
+            m.samples.append(one_round())
+            m.checks = judge_cell(m, stored, self.matrix.tolerances)
+        self.measurements[cell.id] = m
+        append_record(self.results_path, {"kind": "cell", "time": now_iso(), **m.extra_info(self.environment)})
+        return m
+
+    def update_baselines(self) -> Path | None:
+        """Merge this session's measurements into the profile's baseline file (atomically)."""
+        if not self.measurements:
+            return None
+        path = baseline_path(self.options.baseline_dir, self.profile, self.matrix.name)
+        bf = load_baseline(path) or BaselineFile(path=path, matrix=self.matrix.name, profile=self.profile)
+        bf.created = now_iso()
+        bf.environment = {**self.environment, "matrix_file": self.matrix.path.name}
+        for cid, m in self.measurements.items():
+            metrics: dict[str, MetricBaseline] = {}
+            for name in ("output_throughput", "speedup", "acceptance_length", "acceptance_rate"):
+                iv = m.interval(name)
+                if iv is None:
+                    continue
+                raw: tuple[Any, ...] = {
+                    "output_throughput": tuple(m.throughputs),
+                    "speedup": tuple(m.throughputs),
+                    "acceptance_length": tuple(a.length for a in m.acceptances),
+                    "acceptance_rate": tuple(a.rate for a in m.acceptances),
+                }[name]
+                metrics[name] = MetricBaseline(iv.estimate, iv.low, iv.high, raw)
+            if m.per_position():
+                metrics["per_position_acceptance"] = MetricBaseline(m.per_position())
+            bf.cells[cid] = CellBaseline(m.cell.server.name, m.cell.concurrency, m.cell.category, metrics)
+        write_baseline(bf)
+        return path
+
+
+def plain_rounds(one_round: Callable[[], RoundSample], n: int) -> list[RoundSample]:
+    return [one_round() for _ in range(n)]
+
+
+def _progress(cell_id: str) -> Callable[[int, int], None] | None:
+    stream = sys.__stderr__
+    if stream is None or not stream.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        stream.write(f"\r  {cell_id}: {done}/{total} requests" + ("\n" if done == total else ""))
+        stream.flush()
+
+    return show

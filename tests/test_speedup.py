@@ -1,0 +1,12 @@
+"""Speedup of each speculative cell over its plain server (same concurrency, same prompts, same session)."""
+
+import pytest
+
+from specguard.outcome import assert_checks
+
+
+@pytest.mark.specguard_cells("speculative")
+def test_speedup(cell, measured, specguard):
+    speedup = measured.interval("speedup")
+    assert speedup is not None, f"{cell.id}: no plain-server measurement to compare with"
+    assert_checks(specguard, measured, ["speedup"])
