@@ -158,6 +158,8 @@ def _parse_cell(raw: Any, p: str, where: str) -> CellBaseline:
             raise InputError(p, f"{where}.metrics.{name}",
                              f"unknown metric (known: {', '.join(SCALAR_METRICS + LIST_METRICS)})")
         metrics[name] = _parse_metric(m, name in LIST_METRICS, p, f"{where}.metrics.{name}")
+    if raw.get("note") is not None and not isinstance(raw["note"], str):
+        raise InputError(p, f"{where}.note", f"expected a string, got {raw['note']!r}")
     return CellBaseline(raw["server"], conc, raw["category"], metrics, raw.get("note"))
 
 
@@ -218,12 +220,15 @@ def _slug(text: str) -> str:
 
 
 def gpu_profile(name: str) -> str:
-    """``NVIDIA H100 80GB HBM3`` → ``h100-80gb``; ``NVIDIA H200`` → ``h200``."""
-    words = [w for w in re.split(r"[\s_]+", name) if w and w.lower() not in ("nvidia", "tesla", "geforce")]
-    if not words:
-        return "gpu-unknown"
-    mem = [w for w in words[1:] if re.fullmatch(r"\d+gb", w.lower())]
-    return _slug("-".join(words[:1] + mem[:1]))
+    """``NVIDIA H100 80GB HBM3`` → ``h100-80gb``; ``NVIDIA H200`` → ``h200``;
+    ``NVIDIA GeForce RTX 4090`` → ``rtx-4090``; ``NVIDIA H100 PCIe`` → ``h100-pcie``.
+
+    Vendor words and the memory technology (HBM3, HBM3e) are dropped: they never tell two
+    products apart that the rest of the name does not.
+    """
+    words = [w for w in re.split(r"[\s_]+", name)
+             if w and w.lower() not in ("nvidia", "tesla", "geforce") and not re.fullmatch(r"hbm\d*e?", w.lower())]
+    return _slug("-".join(words)) or "gpu-unknown"
 
 
 def cpu_profile(model_name: str, cores: int) -> str:

@@ -49,6 +49,17 @@ def lossless_cases(matrix: Matrix) -> list[LosslessCase]:
     return cases
 
 
+def lossless_pairs(matrix: Matrix) -> list[tuple[ServerConfig, ServerConfig]]:
+    """(plain, speculative) pairs for the generated-prompt test: strict servers that start right
+    after their plain server, so both can be live together without an extra start. Needs room for
+    two servers, so a matrix turns it on with ``lossless.hypothesis_examples``."""
+    if matrix.lossless.hypothesis_examples <= 0:
+        return []
+    order = matrix.server_order()
+    return [(order[i - 1], s) for i, s in enumerate(order)
+            if i > 0 and s.is_speculative and s.lossless == "strict" and matrix.baseline_of(s) == order[i - 1]]
+
+
 def lossless_prompts(prompts: dict[str, list[Prompt]], categories: Sequence[str], n: int) -> list[Prompt]:
     """``n`` prompts taken round-robin over the categories, so every category is represented."""
     queues = [list(prompts[c]) for c in categories if prompts.get(c)]
@@ -66,6 +77,15 @@ class Greedy:
     token_ids: tuple[int, ...]
     top: tuple[tuple[tuple[int, float], ...], ...]   # per position: (token id, logprob), best first
     text: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"prompt_id": self.prompt_id, "token_ids": list(self.token_ids),
+                "top": [[list(t) for t in pos] for pos in self.top], "text": self.text}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> "Greedy":
+        return cls(raw["prompt_id"], tuple(raw["token_ids"]),
+                   tuple(tuple((int(t), float(lp)) for t, lp in pos) for pos in raw["top"]), raw["text"])
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ _WORKLOAD_KEYS = {
     "warmup_requests", "rounds", "max_rounds", "request_timeout_s", "ignore_eos",
 }
 _LOSSLESS_KEYS = {"prompts", "num_prompts", "max_tokens", "top_logprobs", "near_tie_margin",
-                  "min_exact_match", "seed"}
+                  "min_exact_match", "seed", "hypothesis_examples"}
 _TOP_KEYS = {"version", "name", "id_prefix", "marker", "description", "defaults", "servers",
              "workload", "tolerances", "lossless"}
 _TOLERANCE_METRICS = ("output_throughput", "speedup", "acceptance_length", "acceptance_rate",
@@ -113,6 +113,7 @@ class LosslessSettings:
     near_tie_margin: float = 0.05  # nats between the baseline's top-1 and top-2 logprobs
     min_exact_match: float = 0.9
     seed: int = 0
+    hypothesis_examples: int = 0   # generated-prompt examples; needs room for two servers at once
 
 
 @dataclass(frozen=True)
@@ -268,6 +269,10 @@ def _parse_server(defaults: dict[str, Any], raw: Any, p: str, where: str) -> Ser
     _positive(tp, p, f"{where}.tensor_parallel_size")
     timeout = get("startup_timeout_s", (int, float), 900.0)
     _positive(timeout, p, f"{where}.startup_timeout_s")
+    floor = get("min_acceptance_length", (int, float), None)
+    if floor is not None and floor < 1:
+        raise InputError(p, f"{where}.min_acceptance_length",
+                         f"expected a positive number >= 1 (a mean acceptance length), got {floor!r}")
     lossless = get("lossless", str, "strict")
     if lossless not in _LOSSLESS_MODES:
         raise InputError(p, f"{where}.lossless", f"expected one of {_LOSSLESS_MODES}, got {lossless!r}")
@@ -286,7 +291,7 @@ def _parse_server(defaults: dict[str, Any], raw: Any, p: str, where: str) -> Ser
         tensor_parallel_size=tp,
         perf=get("perf", bool, True),
         lossless=lossless,
-        min_acceptance_length=_opt_float(get("min_acceptance_length", (int, float), None)),
+        min_acceptance_length=_opt_float(floor),
     )
 
 
@@ -337,7 +342,10 @@ def _parse_lossless(raw: dict[str, Any], p: str) -> LosslessSettings:
         near_tie_margin=float(get("near_tie_margin", (int, float), 0.05)),
         min_exact_match=float(get("min_exact_match", (int, float), 0.9)),
         seed=get("seed", int, 0),
+        hypothesis_examples=get("hypothesis_examples", int, 0),
     )
+    if s.hypothesis_examples < 0:
+        raise InputError(p, "lossless.hypothesis_examples", f"expected >= 0, got {s.hypothesis_examples}")
     for key in ("num_prompts", "max_tokens"):
         _positive(getattr(s, key), p, f"lossless.{key}")
     if not 2 <= s.top_logprobs <= 20:

@@ -6,6 +6,7 @@ Parsed with ``prometheus_client.parser`` by exact family name; samples of every 
 
 from __future__ import annotations
 
+import math
 import urllib.request
 from dataclasses import dataclass, field
 
@@ -68,8 +69,11 @@ def parse_spec_counters(text: str) -> SpecCounters | None:
             # A counter family yields `<name>_total` and `<name>_created`; only the first counts.
             if sample.name != family.name + "_total":
                 continue
+            if not math.isfinite(sample.value) or sample.value < 0:
+                raise MetricsError(f"{sample.name}{sample.labels}: counter value {sample.value!r} is not a "
+                                   f"finite number >= 0")
             if family.name == ACCEPTED_PER_POS:
-                pos = int(sample.labels["position"])
+                pos = _position(sample.name, sample.labels)
                 per_pos[pos] = per_pos.get(pos, 0.0) + sample.value
             else:
                 found[family.name] = found.get(family.name, 0.0) + sample.value
@@ -78,6 +82,17 @@ def parse_spec_counters(text: str) -> SpecCounters | None:
     positions = tuple(per_pos.get(i, 0.0) for i in range(max(per_pos) + 1)) if per_pos else ()
     return SpecCounters(found.get(NUM_DRAFTS, 0.0), found.get(NUM_DRAFT_TOKENS, 0.0),
                         found.get(NUM_ACCEPTED, 0.0), positions)
+
+
+MAX_POSITIONS = 256   # far beyond any num_speculative_tokens in use; guards against a garbage label
+
+
+def _position(name: str, labels: dict[str, str]) -> int:
+    raw = labels.get("position")
+    if raw is None or not raw.isdigit() or int(raw) >= MAX_POSITIONS:
+        raise MetricsError(f"{name}{labels}: expected a label position=\"0\"..\"{MAX_POSITIONS - 1}\", "
+                           f"got {raw!r}")
+    return int(raw)
 
 
 def acceptance(delta: SpecCounters) -> Acceptance:

@@ -10,21 +10,28 @@ Loaded by the top-level ``conftest.py``. Typical runs::
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from specguard.aggregate import aggregate_cases
+from specguard.distributed import worker_slot, write_merged
 from specguard.errors import SpecguardError
+from specguard.results import read_records
+from specguard.lossless import lossless_cases, lossless_pairs
 from specguard.matrix import Cell
-from specguard.runner import RoundSample, overall_verdict
+from specguard.runner import RoundSample
 from specguard.server import vllm_distribution
 from specguard.session import Options, SpecguardSession, cuda_vllm_available, default_matrix
 
 SESSION_KEY = pytest.StashKey[SpecguardSession]()
 ERROR_KEY = pytest.StashKey[str]()
 # Within one server's cells: throughput (measures) before speedup and acceptance (judge), lossless last.
-_KIND_ORDER = {"throughput": 0, "speedup": 1, "acceptance": 2, "lossless": 3}
+# A two-server generated-prompt test comes first in its speculative server's group, while the plain
+# server (the group before) is still live.
+_KIND_ORDER = {"generated": -1, "throughput": 0, "speedup": 1, "acceptance": 2, "aggregate": 2.5, "lossless": 3}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -84,12 +91,50 @@ def pytest_configure(config: pytest.Config) -> None:
         api_key=config.getoption("api_key"),
         rounds=config.getoption("rounds"),
         categories=config.getoption("categories"),
-        benchmark_json=Path(bench_json.name) if bench_json is not None else None,
+        benchmark_json=Path(bench_json) if bench_json is not None else None,
+        run_id=_run_id(config),
+        worker=worker_slot(getattr(config, "workerinput", None)),
     )
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistHooks(), "specguard-xdist")
     try:
         config.stash[SESSION_KEY] = SpecguardSession.create(options)
     except SpecguardError as exc:
         raise pytest.UsageError(f"specguard: {exc}") from None
+
+
+def _run_id(config: pytest.Config) -> str:
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput and "specguard_run" in workerinput:
+        return str(workerinput["specguard_run"])
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+
+
+class _XdistHooks:
+    """Registered only when pytest-xdist is present (its hooks are unknown otherwise)."""
+
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput["specguard_run"] = session_of(node.config).options.run_id
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    return not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") != "no" \
+        and bool(getattr(config.option, "numprocesses", None))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    """Load the prompts before the first test when any server test will run, so a bad or
+    unreachable source stops the run with one usage error instead of failing every cell."""
+    s = session.config.stash.get(SESSION_KEY, None)
+    if s is None or session.config.option.collectonly or _skip_reason(s):
+        return
+    needs = ("cell", "lossless_case", "lossless_pair")
+    if any(name in item.fixturenames for item in session.items for name in needs):
+        try:
+            _ = s.prompts
+        except SpecguardError as exc:
+            raise pytest.UsageError(f"specguard: {exc}") from None
 
 
 def session_of(config: pytest.Config) -> SpecguardSession:
@@ -102,25 +147,43 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         marker = metafunc.definition.get_closest_marker("specguard_cells")
         kind = marker.args[0] if marker else "all"
         cells = [c for c in s.cells() if kind == "all" or c.server.is_speculative]
-        metafunc.parametrize("cell", [_param(s, c, c.id, c.server.name) for c in cells])
+        metafunc.parametrize("cell", [_param(c, c.id, c.server.name, s.matrix.marker) for c in cells])
+    # Lossless tests carry only the `lossless` marker: `-m cpu` / `-m gpu` select performance cells.
     if "lossless_case" in metafunc.fixturenames:
-        from specguard.lossless import lossless_cases
         cases = lossless_cases(s.matrix)
-        metafunc.parametrize("lossless_case", [_param(s, c, c.id, c.server.name) for c in cases])
+        metafunc.parametrize("lossless_case", [_param(c, c.id, c.server.name, None) for c in cases])
+    if "aggregate_case" in metafunc.fixturenames:
+        aggs = aggregate_cases(s.matrix)
+        metafunc.parametrize("aggregate_case", [_param(a, a.id, a.server.name, s.matrix.marker) for a in aggs])
+    if "lossless_pair" in metafunc.fixturenames:
+        pairs = lossless_pairs(s.matrix)
+        metafunc.parametrize("lossless_pair", [_param(p, f"{s.matrix.id_prefix}-{p[1].name}-generated",
+                                                      p[1].name, None) for p in pairs])
 
 
-def _param(s: SpecguardSession, value: Any, id_: str, server: str) -> Any:
-    return pytest.param(value, id=id_, marks=[getattr(pytest.mark, s.matrix.marker), pytest.mark.xdist_group(server)])
+def _param(value: Any, id_: str, server: str, marker: str | None) -> Any:
+    marks = [pytest.mark.xdist_group(server)] + ([getattr(pytest.mark, marker)] if marker else [])
+    return pytest.param(value, id=id_, marks=marks)
 
 
 def _order_key(s: SpecguardSession, item: pytest.Item) -> tuple[Any, ...]:
     params = getattr(getattr(item, "callspec", None), "params", {})
-    value = params.get("cell") or params.get("lossless_case")
-    if value is None:
+    if "cell" in params:
+        value = params["cell"]
+        kind, server = item.module.__name__.rsplit("test_", 1)[-1], value.server.name
+    elif "aggregate_case" in params:
+        value, kind = params["aggregate_case"], "aggregate"
+        server = value.server.name
+    elif "lossless_case" in params:
+        value, kind = params["lossless_case"], "lossless"
+        server = value.server.name
+    elif "lossless_pair" in params:
+        value, kind = params["lossless_pair"], "generated"
+        server = value[1].name
+    else:
         return (-1,)   # unit tests first: they need no server
     order = [srv.name for srv in s.matrix.server_order()]
-    kind = "lossless" if "lossless_case" in params else item.module.__name__.rsplit("test_", 1)[-1]
-    return (order.index(value.server.name), _KIND_ORDER.get(kind, 9), getattr(value, "concurrency", 0),
+    return (order.index(server), _KIND_ORDER.get(kind, 9), getattr(value, "concurrency", 0),
             getattr(value, "category", ""))
 
 
@@ -131,8 +194,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     reason = _skip_reason(s)
     if reason:
         for item in items:
-            if item.get_closest_marker(s.matrix.marker) and ("cell" in item.fixturenames
-                                                           or "lossless_case" in item.fixturenames):
+            if any(name in item.fixturenames
+                   for name in ("cell", "aggregate_case", "lossless_case", "lossless_pair")):
                 item.add_marker(pytest.mark.skip(reason=reason))
 
 
@@ -181,7 +244,7 @@ def measured(cell: Cell, specguard: SpecguardSession, vllm_servers: Any, benchma
 
     m = specguard.measure(cell, run_rounds if first else _no_rounds)
     if first:
-        benchmark.extra_info.update(m.extra_info(specguard.environment))
+        benchmark.extra_info.update(specguard.cell_info(m))
     return m
 
 
@@ -200,32 +263,52 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             session.config.stash[ERROR_KEY] = f"baselines written to {path}"
 
 
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Under xdist, pytest-benchmark is off: the controller writes --benchmark-json from the
+    workers' merged records (after pytest-benchmark wrote its empty file)."""
     s = config.stash.get(SESSION_KEY, None)
-    if s is None or (not s.measurements and not s.pool.starts):
+    if s is None or not _is_xdist_controller(config) or s.options.benchmark_json is None:
+        return
+    write_merged(s.options.benchmark_json, read_records(s.results_path), s.options.run_id)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """The run's table, from the records every worker appended (so it is complete under xdist too)."""
+    s = config.stash.get(SESSION_KEY, None)
+    if s is None:
+        return
+    records = [r for r in read_records(s.results_path) if r.get("run") == s.options.run_id]
+    starts = [r for r in records if r["kind"] == "server"]
+    cells = [r for r in records if r["kind"] == "cell"]
+    if not starts and not cells:
         return
     tr = terminalreporter
     tr.section("specguard")
     tr.write_line(f"matrix {s.matrix.name} ({s.matrix.path}), profile {s.profile}, device {s.device}, "
                   f"vLLM {s.environment.get('vllm_version')}")
-    tr.write_line(f"vLLM servers started: {s.pool.started}" + "".join(
-        f"\n  {st.name}: {'%.1f s' % st.startup_s if st.startup_s is not None else '-'}"
-        f"{'' if st.ok else ' FAILED: ' + (st.error or '')}"
-        f"{'' if st.memory_bytes is None else ', %.2f GiB resident' % (st.memory_bytes / 2**30)}"
-        for st in s.pool.starts))
-    if s.measurements:
+    tr.write_line(f"vLLM servers started: {sum(st['ok'] for st in starts)}")
+    for st in starts:
+        mem = st.get("memory_bytes")
+        tr.write_line(f"  {st['name']}: " + (f"{st['startup_s']:.1f} s" if st.get("startup_s") is not None else "-")
+                      + ("" if st["ok"] else f" FAILED: {st.get('error')}")
+                      + ("" if mem is None else f", {mem / 2**30:.2f} GiB resident")
+                      + (f" (worker {st['worker']})" if s.distributed or _is_xdist_controller(config) else ""))
+    if cells:
         tr.write_line(f"{'cell':<40} {'tok/s':>8} {'speedup':>18} {'accept len':>11} {'rounds':>6}  verdict")
-        for m in s.measurements.values():
-            tput = m.interval("output_throughput")
-            sp = m.interval("speedup")
-            acc = m.interval("acceptance_length")
-            sp_text = "-" if sp is None else f"{sp.estimate:.2f} [{sp.low:.2f},{sp.high:.2f}]"
-            verdict = overall_verdict(m.checks.values()).value if m.checks else "no baseline"
-            tr.write_line(f"{m.cell.id:<40} {tput.estimate if tput else 0:>8.1f} {sp_text:>18} "
-                          f"{'-' if acc is None else f'{acc.estimate:.2f}':>11} {len(m.samples):>6}  {verdict}")
-            for w in m.warnings():
+        for r in cells:
+            sp, ci, acc = r.get("speedup"), r.get("speedup_ci"), r.get("acceptance_length")
+            sp_text = "-" if sp is None else f"{sp:.2f} [{ci[0]:.2f},{ci[1]:.2f}]"
+            tr.write_line(f"{r['cell']:<40} {r['output_throughput']:>8.1f} {sp_text:>18} "
+                          f"{'-' if acc is None else f'{acc:.2f}':>11} {r['rounds']:>6}  "
+                          f"{r.get('verdict') or 'no baseline'}")
+            for w in r.get("warnings", []):
                 tr.write_line(f"  warning: {w}")
-        tr.write_line(f"per-cell results: {s.results_path}")
+    for r in records:
+        if r["kind"] == "lossless":
+            tr.write_line(f"lossless {r['case']}: {r['compared']} prompts, {r['identical']} identical, "
+                          f"{r['near_ties']} near-ties, {r['real_divergences']} real divergences ({r['mode']})")
+    tr.write_line(f"per-cell results: {s.results_path}")
     note = config.stash.get(ERROR_KEY, None)
     if note:
         tr.write_line(note)

@@ -104,6 +104,7 @@ class CellMeasurement:
             "failed": sum(s.result.failed for s in self.samples),
             "output_tokens": sum(s.result.output_tokens for s in self.samples),
             "round_throughputs": self.throughputs,
+            "round_durations_s": [s.result.duration_s for s in self.samples],
             "warnings": self.warnings(),
             **environment,
         }

@@ -94,8 +94,9 @@ class VLLMServer:
     """Starts one server for ``config``; ``__exit__`` (and a failed start) stop the whole process group."""
 
     def __init__(self, config: ServerConfig, *, log_dir: Path, api_key: str | None = None,
-                 health_poll_s: float = 1.0) -> None:
+                 health_poll_s: float = 1.0, extra_env: dict[str, str] | None = None) -> None:
         self.config = config
+        self.extra_env = dict(extra_env or {})
         self.api_key = api_key
         self.log_path = Path(log_dir) / f"server-{config.name}.log"
         self.health_poll_s = health_poll_s
@@ -125,8 +126,11 @@ class VLLMServer:
         with open(self.log_path, "wb") as log:
             log.write(f"# {' '.join(_redact(argv))}\n".encode())
             log.flush()
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         env=server_env(self.config), start_new_session=True)
+            # The supervisor leads the server's process group and ends it if this process dies.
+            supervised = [sys.executable, "-m", "specguard.supervise", str(os.getpid()), "--", *argv]
+            self.proc = subprocess.Popen(supervised, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                         env={**server_env(self.config), **self.extra_env},
+                                         start_new_session=True)
         try:
             self._wait_healthy(t0)
         except BaseException:

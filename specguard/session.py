@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from specguard.baselines import (BaselineFile, CellBaseline, MetricBaseline, baseline_path, detect_profile,
-                                 device_description, load_baseline, write_baseline)
+from specguard.aggregate import StoredAggregate, parse_aggregates
+from specguard.baselines import (BaselineFile, CellBaseline, MetricBaseline, baseline_path, detect_devices,
+                                 detect_profile, device_description, load_baseline, write_baseline)
+from specguard.distributed import device_env, find_record, wait_for
 from specguard.errors import InputError
 from specguard.load import round_prompts
 from specguard.matrix import Cell, Matrix, ServerConfig, load_matrix
 from specguard.pool import ServerPool
 from specguard.prompts import Prompt, load_prompts
-from specguard.results import append_record, environment, now_iso
+from specguard.lossless import Greedy, LosslessReport, greedy_outputs, lossless_prompts
+from specguard.results import append_record, environment, now_iso, write_json_atomic
 from specguard.runner import CellMeasurement, RoundSample, judge_cell, run_round
 from specguard.server import request_json, vllm_distribution
 from specguard.verdict import more_rounds_needed
@@ -52,6 +56,8 @@ class Options:
     rounds: int | None = None
     benchmark_json: Path | None = None
     categories: list[str] | None = None
+    run_id: str = ""                          # the same on every xdist worker of one run
+    worker: tuple[int, int] = (0, 1)          # (index, count) under pytest-xdist
 
 
 @dataclass
@@ -59,12 +65,13 @@ class SpecguardSession:
     options: Options
     matrix: Matrix
     categories: list[str]
-    prompts: dict[str, list[Prompt]]
+    loaded_prompts: dict[str, list[Prompt]] | None
     profile: str
     device: str
     api_key: str
     pool: ServerPool
     baseline: BaselineFile | None
+    stored_aggregates: dict[str, StoredAggregate]   # the baseline's `aggregates`, by aggregate id
     environment: dict[str, Any] = field(default_factory=dict)
     measurements: dict[str, CellMeasurement] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)   # per-feature session state (lossless refs)
@@ -73,11 +80,11 @@ class SpecguardSession:
     def create(cls, options: Options) -> "SpecguardSession":
         matrix = load_matrix(options.matrix)
         w = matrix.workload
-        loaded = load_prompts(w.prompts, base_dir=matrix.path.parent, categories=w.categories)
-        prompts: dict[str, list[Prompt]] = {}
-        for p in loaded:
-            prompts.setdefault(p.category, []).append(p)
-        categories = list(w.categories) if w.categories else list(prompts)
+        # With the categories listed in the matrix, prompts load on first use: collecting the
+        # cells of a hub-hosted prompt set (e.g. SPEED-Bench) needs no network.
+        prompts = None if w.categories else _by_category(
+            load_prompts(w.prompts, base_dir=matrix.path.parent, categories=w.categories))
+        categories = list(w.categories) if w.categories else list(prompts or {})
         if options.categories is not None:
             unknown = [c for c in options.categories if c not in categories]
             if unknown:
@@ -90,11 +97,30 @@ class SpecguardSession:
         # A fresh key per session unless the user gives one (needed with --vllm-url if that server has one).
         api_key = options.api_key or (None if options.vllm_url else secrets.token_hex(16))
         log_dir = options.results_dir / "logs"
-        return cls(options=options, matrix=matrix, categories=categories, prompts=prompts, profile=profile,
-                   device=device, api_key=api_key or "",
-                   pool=ServerPool(log_dir=log_dir, api_key=api_key, external_url=options.vllm_url),
-                   baseline=load_baseline(baseline_path(options.baseline_dir, profile, matrix.name)),
-                   environment=environment(device, profile))
+        baseline = load_baseline(baseline_path(options.baseline_dir, profile, matrix.name))
+        # Parsed here, so a malformed `aggregates` section is a usage error before any server starts.
+        stored_aggregates = ({} if baseline is None else
+                             parse_aggregates(baseline.aggregates, baseline.path, matrix.id_prefix))
+        index, count = options.worker
+        env = {s.name: device_env(index, count, gpus=len(detect_devices()) if use_gpu else 0,
+                                  cores=sorted(os.sched_getaffinity(0)), tensor_parallel_size=s.tensor_parallel_size,
+                                  use_gpu=use_gpu) for s in matrix.servers} if count > 1 else {}
+        session = cls(options=options, matrix=matrix, categories=categories, loaded_prompts=prompts,
+                      profile=profile, device=device, api_key=api_key or "",
+                      pool=ServerPool(log_dir=log_dir, api_key=api_key, external_url=options.vllm_url,
+                                      device_env=env),
+                      baseline=baseline, stored_aggregates=stored_aggregates,
+                      environment=environment(device, profile))
+        session.pool.on_start = lambda st: session.record("server", asdict(st))
+        return session
+
+    @property
+    def prompts(self) -> dict[str, list[Prompt]]:
+        if self.loaded_prompts is None:
+            w = self.matrix.workload
+            self.loaded_prompts = _by_category(load_prompts(w.prompts, base_dir=self.matrix.path.parent,
+                                                            categories=self.categories))
+        return self.loaded_prompts
 
     @property
     def results_path(self) -> Path:
@@ -141,10 +167,7 @@ class SpecguardSession:
         if cell.id in self.measurements:
             return self.measurements[cell.id]
         base_cell = self.baseline_cell(cell)
-        base = None
-        if base_cell is not None:
-            # Normally measured already (the plain server runs first); if it was deselected, measure it now.
-            base = self.measure(base_cell, plain_rounds)
+        base = None if base_cell is None else self._baseline_throughputs(base_cell)
         server = self.pool.get(cell.server)
         w = self.matrix.workload
         model = self.served_model(server, cell.server)
@@ -160,7 +183,7 @@ class SpecguardSession:
             run_round(cell, server, warm, model=model, max_tokens=min(16, w.max_tokens),
                       api_key=self.api_key or None, request_timeout_s=w.request_timeout_s, ignore_eos=True)
         rounds, max_rounds = self.rounds()
-        m = CellMeasurement(cell, baseline_throughputs=tuple(base.throughputs) if base else None)
+        m = CellMeasurement(cell, baseline_throughputs=base)
         m.samples.extend(run_rounds(one_round, rounds))
         while len(m.samples) < rounds:   # a disabled benchmark fixture runs the function only once
             m.samples.append(one_round())
@@ -171,8 +194,83 @@ class SpecguardSession:
             m.samples.append(one_round())
             m.checks = judge_cell(m, stored, self.matrix.tolerances)
         self.measurements[cell.id] = m
-        append_record(self.results_path, {"kind": "cell", "time": now_iso(), **m.extra_info(self.environment)})
+        self.record("cell", self.cell_info(m))
         return m
+
+    def cell_info(self, m: CellMeasurement) -> dict[str, Any]:
+        """The cell's figures plus its server's start-up time and memory (its cost beside its speedup)."""
+        start = next((st for st in reversed(self.pool.starts) if st.name == m.cell.server.name and st.ok), None)
+        return {**m.extra_info(self.environment),
+                "server_startup_s": start.startup_s if start else None,
+                "server_memory_bytes": start.memory_bytes if start else None}
+
+    def record(self, kind: str, data: dict[str, Any]) -> None:
+        append_record(self.results_path, {"kind": kind, "time": now_iso(), "run": self.options.run_id,
+                                          "worker": self.options.worker[0], **data})
+
+    @property
+    def distributed(self) -> bool:
+        return self.options.worker[1] > 1
+
+    def _baseline_throughputs(self, base_cell: Cell) -> tuple[float, ...]:
+        """The plain server's rounds for the same concurrency and category. Normally measured
+        already (the plain server runs first); under xdist another worker may measure them, and
+        if the cell was deselected it is measured now."""
+        if base_cell.id in self.measurements or not self.distributed:
+            return tuple(self.measure(base_cell, plain_rounds).throughputs)
+        rec = wait_for(lambda: find_record(self.results_path, self.options.run_id, "cell", "cell", base_cell.id),
+                       timeout_s=self.wait_timeout_s(), what=f"the plain server's cell {base_cell.id}")
+        return tuple(float(x) for x in rec["round_throughputs"])
+
+    def wait_timeout_s(self) -> float:
+        return 2 * max(s.startup_timeout_s for s in self.matrix.servers) + 3600.0
+
+    # --- lossless ------------------------------------------------------------------------------
+
+    def lossless_prompt_set(self) -> list[Prompt]:
+        ls = self.matrix.lossless
+        if ls.prompts is None:
+            pool, cats = self.prompts, self.categories
+        else:
+            pool = _by_category(load_prompts(ls.prompts, base_dir=self.matrix.path.parent))
+            cats = list(pool)
+        return lossless_prompts(pool, cats, ls.num_prompts)
+
+    def greedy(self, config: ServerConfig, concurrency: int, prompts: list[Prompt] | None = None,
+               server: Any = None) -> list[Greedy]:
+        """Greedy outputs of ``config`` at ``concurrency``; the lossless prompt set is computed once
+        per session and reused by every comparison."""
+        key = (config.name, concurrency)
+        cache = self.extras.setdefault("greedy", {})
+        if prompts is None and key in cache:
+            return cache[key]
+        if prompts is None and self.distributed and not config.is_speculative:
+            # Under xdist the plain server's worker records its outputs; wait for them there.
+            rec = wait_for(lambda: find_record(self.results_path, self.options.run_id, "greedy", "key",
+                                               f"{config.name}-c{concurrency}"),
+                           timeout_s=self.wait_timeout_s(), what=f"greedy outputs of {config.name} c={concurrency}")
+            cache[key] = [Greedy.from_json(g) for g in rec["outputs"]]
+            return cache[key]
+        server = server or self.pool.get(config)
+        ls = self.matrix.lossless
+        out = asyncio.run(greedy_outputs(server.base_url, self.served_model(server, config),
+                                         prompts if prompts is not None else self.lossless_prompt_set(),
+                                         concurrency=concurrency, max_tokens=ls.max_tokens,
+                                         top_logprobs=ls.top_logprobs, seed=ls.seed, api_key=self.api_key or None,
+                                         timeout_s=self.matrix.workload.request_timeout_s))
+        if prompts is None:
+            cache[key] = out
+            self.record("greedy", {"key": f"{config.name}-c{concurrency}", "outputs": [g.to_json() for g in out]})
+        return out
+
+    def record_lossless(self, report: LosslessReport) -> None:
+        """Keep the report, rewrite lossless.json (next to the benchmark JSON) and append to the JSONL."""
+        reports = self.extras.setdefault("lossless_reports", {})
+        reports[report.case] = report
+        write_json_atomic(self.report_dir / "lossless.json",
+                          {"version": 1, "matrix": self.matrix.name, **self.environment,
+                           "reports": [r.to_json() for r in reports.values()]})
+        self.record("lossless", report.to_json())
 
     def update_baselines(self) -> Path | None:
         """Merge this session's measurements into the profile's baseline file (atomically)."""
@@ -200,6 +298,13 @@ class SpecguardSession:
             bf.cells[cid] = CellBaseline(m.cell.server.name, m.cell.concurrency, m.cell.category, metrics)
         write_baseline(bf)
         return path
+
+
+def _by_category(prompts: list[Prompt]) -> dict[str, list[Prompt]]:
+    out: dict[str, list[Prompt]] = {}
+    for p in prompts:
+        out.setdefault(p.category, []).append(p)
+    return out
 
 
 def plain_rounds(one_round: Callable[[], RoundSample], n: int) -> list[RoundSample]:

