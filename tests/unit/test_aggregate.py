@@ -66,9 +66,9 @@ def test_round_figures_and_their_interval() -> None:
     agg = aggregate([by_rate("a", [100, 120]), by_rate("b", [30, 50])])
     assert agg.round_means == pytest.approx((65.0, 85.0))
     iv = agg.mean_of_categories
-    # Two round figures: a quarter of the resamples are (65, 65), a quarter (85, 85), so the 2.5th and
-    # 97.5th percentiles are the two figures themselves.
-    assert (iv.low, iv.estimate, iv.high) == pytest.approx((65.0, 75.0, 85.0))
+    # Two round figures, mean 75, sd 14.142: 75 ± t(0.975, 1) * 14.142 / sqrt(2) = 75 ± 12.706 * 10.
+    assert iv.method == "student-t"
+    assert (iv.low, iv.estimate, iv.high) == pytest.approx((75.0 - 127.062, 75.0, 75.0 + 127.062), rel=1e-4)
 
 
 def test_extra_rounds_of_one_cell_are_not_used() -> None:
@@ -98,7 +98,7 @@ def test_speedup_interval_from_rounds_contains_the_estimate() -> None:
     spec = aggregate([by_rate("a", [200.0, 204.0, 196.0], SPEC), by_rate("b", [60.0, 61.0, 59.0], SPEC)])
     iv = aggregate_speedup(spec, base)
     assert iv.estimate == pytest.approx(130 / 65)
-    assert iv.low < iv.estimate < iv.high and iv.method == "bootstrap-percentile"
+    assert iv.low < iv.estimate < iv.high and iv.method == "welch-t-log"
 
 
 def test_speedup_refuses_different_cells() -> None:

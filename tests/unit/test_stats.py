@@ -154,7 +154,7 @@ def test_mean_ci_single_value_is_degenerate() -> None:
 
 def test_mean_ci_bootstrap_is_reproducible_and_within_the_data() -> None:
     values = [1.0, 2.0, 3.0, 4.0, 10.0]
-    first, second = mean_ci(values, seed=7), mean_ci(values, seed=7)
+    first, second = mean_ci(values, seed=7, method="bootstrap"), mean_ci(values, seed=7, method="bootstrap")
     assert first == second
     assert first.method == "bootstrap-percentile" and first.estimate == 4.0
     assert 1.0 <= first.low < 4.0 < first.high <= 10.0
@@ -184,7 +184,17 @@ def test_mean_ci_contains_its_estimate(values: list[float], confidence: float) -
     interval = mean_ci(values, confidence)
     assert interval.low <= interval.estimate <= interval.high
     assert interval.contains(interval.estimate)
-    assert min(values) <= interval.low and interval.high <= max(values)
+    boot = mean_ci(values, confidence, method="bootstrap")
+    assert boot.contains(boot.estimate)
+    assert min(values) <= boot.low and boot.high <= max(values)
+
+
+def test_mean_ci_student_t_known_value() -> None:
+    # mean 2, sample sd 1, n 3: 2 ± t(0.975, 2) * 1 / sqrt(3) = 2 ± 4.302653 / 1.732051
+    interval = mean_ci([1.0, 2.0, 3.0])
+    assert interval.method == "student-t"
+    assert interval.low == pytest.approx(2 - 2.4841377, rel=1e-6)
+    assert interval.high == pytest.approx(2 + 2.4841377, rel=1e-6)
 
 
 @PROPS
@@ -215,18 +225,24 @@ def test_ratio_ci_degenerate_cases() -> None:
 def test_ratio_ci_speculative_over_plain_throughput() -> None:
     spec = [310.0, 305.0, 322.0, 298.0, 315.0]  # tokens/s with drafts
     plain = [100.0, 102.0, 99.0, 101.0]  # tokens/s without
-    interval = ratio_ci(spec, plain, seed=3)
+    interval = ratio_ci(spec, plain, seed=3, method="bootstrap")
     assert interval.estimate == pytest.approx(310.0 / 100.5)
     assert interval.method == "bootstrap-percentile"
     assert 298.0 / 102.0 <= interval.low < interval.estimate < interval.high <= 322.0 / 99.0
-    assert ratio_ci(spec, plain, seed=3) == interval
+    assert ratio_ci(spec, plain, seed=3, method="bootstrap") == interval
+    welch = ratio_ci(spec, plain)
+    assert welch.method == "welch-t-log" and welch.low < welch.estimate < welch.high
+    # Wider than the bootstrap on five and four rounds: the point of using t with few rounds.
+    assert welch.low < interval.low and welch.high > interval.high
 
 
 def test_ratio_ci_holds_a_constant_side_fixed() -> None:
-    only_num = ratio_ci([2.0, 4.0], [2.0])
+    only_num = ratio_ci([2.0, 4.0], [2.0], method="bootstrap")
     assert only_num.estimate == 1.5 and 1.0 <= only_num.low <= only_num.high <= 2.0
-    only_den = ratio_ci([6.0], [2.0, 3.0])
+    only_den = ratio_ci([6.0], [2.0, 3.0], method="bootstrap")
     assert only_den.estimate == 2.4 and 2.0 <= only_den.low <= only_den.high <= 3.0
+    for iv in (ratio_ci([2.0, 4.0], [2.0]), ratio_ci([6.0], [2.0, 3.0])):
+        assert iv.method == "welch-t-log" and iv.contains(iv.estimate)
 
 
 @pytest.mark.parametrize(
@@ -244,9 +260,12 @@ def test_ratio_ci_contains_its_estimate(num: list[float], den: list[float], conf
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         interval = ratio_ci(num, den, confidence)
+        boot = ratio_ci(num, den, confidence, method="bootstrap")
     assert interval.low <= interval.estimate <= interval.high
-    assert min(num) / max(den) * (1 - 1e-12) <= interval.low
-    assert interval.high <= max(num) / min(den) * (1 + 1e-12)
+    assert boot.low <= boot.estimate <= boot.high
+    # The bootstrap never leaves the range of the data's ratios; Student's t may, by design.
+    assert min(num) / max(den) * (1 - 1e-12) <= boot.low
+    assert boot.high <= max(num) / min(den) * (1 + 1e-12)
 
 
 @PROPS
