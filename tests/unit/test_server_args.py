@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from specguard import server as server_mod
 from specguard.matrix import ServerConfig
-from specguard.server import HOST, ServerError, VLLMServer, _redact, build_argv, server_env
+from specguard.server import HOST, ServerError, VLLMServer, build_argv, server_env
 
 PLAIN = ServerConfig(name="baseline", model="org/model", dtype="float32", max_model_len=2048,
                      args=("--max-num-seqs", "8"))
@@ -39,7 +39,7 @@ def value_of(argv: list[str], flag: str) -> str:
 # --- build_argv ------------------------------------------------------------------------------
 
 def test_plain_argv_exactly() -> None:
-    argv = build_argv(PLAIN, model="/models/m", port=8123, api_key=None, python="/usr/bin/python3")
+    argv = build_argv(PLAIN, model="/models/m", port=8123, python="/usr/bin/python3")
     assert argv == ["/usr/bin/python3", "-m", "vllm.entrypoints.openai.api_server",
                     "--model", "/models/m", "--served-model-name", "baseline",
                     "--host", "127.0.0.1", "--port", "8123", "--dtype", "float32", "--seed", "0",
@@ -47,7 +47,7 @@ def test_plain_argv_exactly() -> None:
 
 
 def test_host_port_and_model() -> None:
-    argv = build_argv(NGRAM, model="/models/m", port=40001, api_key=None)
+    argv = build_argv(NGRAM, model="/models/m", port=40001)
     assert argv[0] == sys.executable
     assert value_of(argv, "--host") == HOST == "127.0.0.1"
     assert value_of(argv, "--port") == "40001"
@@ -59,16 +59,16 @@ def test_host_port_and_model() -> None:
 
 
 def test_prefix_caching_flag() -> None:
-    plain = build_argv(PLAIN, model="m", port=1, api_key=None)
+    plain = build_argv(PLAIN, model="m", port=1)
     assert "--no-enable-prefix-caching" in plain and "--enable-prefix-caching" not in plain
-    ngram = build_argv(NGRAM, model="m", port=1, api_key=None)
+    ngram = build_argv(NGRAM, model="m", port=1)
     assert "--enable-prefix-caching" in ngram and "--no-enable-prefix-caching" not in ngram
 
 
 def test_speculative_config_round_trips() -> None:
-    argv = build_argv(NGRAM, model="m", port=1, api_key=None)
+    argv = build_argv(NGRAM, model="m", port=1)
     assert json.loads(value_of(argv, "--speculative-config")) == NGRAM.spec
-    assert "--speculative-config" not in build_argv(PLAIN, model="m", port=1, api_key=None)
+    assert "--speculative-config" not in build_argv(PLAIN, model="m", port=1)
 
 
 def test_builtin_draft_model_is_resolved_without_touching_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -76,27 +76,29 @@ def test_builtin_draft_model_is_resolved_without_touching_the_config(monkeypatch
                         lambda ref: "/cache/models/draft" if ref.startswith("builtin:") else ref)
     spec = {"method": "draft_model", "model": "builtin:draft", "num_speculative_tokens": 4}
     cfg = ServerConfig(name="self4", model="org/model", speculative_config=json.dumps(spec, sort_keys=True))
-    argv = build_argv(cfg, model="/models/m", port=1, api_key=None)
+    argv = build_argv(cfg, model="/models/m", port=1)
     assert json.loads(value_of(argv, "--speculative-config")) == {**spec, "model": "/cache/models/draft"}
     assert cfg.spec == spec   # the (hashable, shared) config keeps the reference
 
 
 def test_trust_remote_code_only_when_set() -> None:
-    assert "--trust-remote-code" in build_argv(NGRAM, model="m", port=1, api_key=None)
-    assert "--trust-remote-code" not in build_argv(PLAIN, model="m", port=1, api_key=None)
+    assert "--trust-remote-code" in build_argv(NGRAM, model="m", port=1)
+    assert "--trust-remote-code" not in build_argv(PLAIN, model="m", port=1)
 
 
-def test_api_key_only_when_given() -> None:
-    assert value_of(build_argv(PLAIN, model="m", port=1, api_key="s3cret"), "--api-key") == "s3cret"
-    assert "--api-key" not in build_argv(PLAIN, model="m", port=1, api_key=None)
-    assert "--api-key" not in build_argv(PLAIN, model="m", port=1, api_key="")
+def test_api_key_travels_in_the_environment_only() -> None:
+    assert "--api-key" not in build_argv(PLAIN, model="m", port=1)
+    assert server_env(PLAIN, base={}, api_key="s3cret")["VLLM_API_KEY"] == "s3cret"
+    # An inherited key would lock the suite's own client out: only the session's key counts.
+    assert "VLLM_API_KEY" not in server_env(PLAIN, base={"VLLM_API_KEY": "other"}, api_key=None)
+    assert "VLLM_API_KEY" not in server_env(PLAIN, base={}, api_key="")
 
 
 def test_configs_built_in_sequence_do_not_leak_flags() -> None:
-    a1 = build_argv(NGRAM, model="m", port=1, api_key="k")
+    a1 = build_argv(NGRAM, model="m", port=1)
     a1.append("--mutated-by-caller")
-    b = build_argv(PLAIN, model="m", port=2, api_key=None)
-    a2 = build_argv(NGRAM, model="m", port=1, api_key="k")
+    b = build_argv(PLAIN, model="m", port=2)
+    a2 = build_argv(NGRAM, model="m", port=1)
     for flag in ("--speculative-config", "--trust-remote-code", "--enable-prefix-caching", "--enforce-eager",
                  "--tensor-parallel-size", "--api-key", "--mutated-by-caller"):
         assert flag not in b, flag
@@ -108,27 +110,11 @@ def test_configs_built_in_sequence_do_not_leak_flags() -> None:
 @settings(max_examples=50, deadline=None)
 @given(order=st.permutations([PLAIN, NGRAM, ServerConfig(name="x", model="y")]))
 def test_argv_does_not_depend_on_build_order(order: list[ServerConfig]) -> None:
-    fresh = {c.name: build_argv(c, model="m", port=5, api_key=None) for c in (PLAIN, NGRAM)}
+    fresh = {c.name: build_argv(c, model="m", port=5) for c in (PLAIN, NGRAM)}
     for cfg in order:
-        argv = build_argv(cfg, model="m", port=5, api_key=None)
+        argv = build_argv(cfg, model="m", port=5)
         if cfg.name in fresh:
             assert argv == fresh[cfg.name]
-
-
-# --- _redact ---------------------------------------------------------------------------------
-
-def test_redact_hides_the_api_key() -> None:
-    argv = build_argv(PLAIN, model="m", port=1, api_key="s3cret")
-    redacted = _redact(argv)
-    assert "s3cret" not in redacted and value_of(redacted, "--api-key") == "***"
-    assert "s3cret" in argv   # the real argv is untouched
-    assert len(redacted) == len(argv)
-
-
-def test_redact_edge_cases() -> None:
-    assert _redact([]) == []
-    assert _redact(["x", "--api-key"]) == ["x", "--api-key"]   # no value to hide, no IndexError
-    assert _redact(["--api-key", "a", "--api-key", "b"]) == ["--api-key", "***", "--api-key", "***"]
 
 
 # --- server_env ------------------------------------------------------------------------------
@@ -189,11 +175,10 @@ def fake_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, An
     """Replaces build_argv with a fake server; ``state["script"]``/``["status"]`` choose which."""
     state: dict[str, Any] = {"script": HTTP_SCRIPT, "status": 503, "info": tmp_path / "pids.txt", "ports": []}
 
-    def fake_build_argv(config: ServerConfig, *, model: str, port: int, api_key: str | None,
+    def fake_build_argv(config: ServerConfig, *, model: str, port: int,
                         python: str = sys.executable) -> list[str]:
         state["ports"].append(port)
-        argv = [sys.executable, "-c", state["script"], str(port), str(state["status"]), str(state["info"])]
-        return argv + (["--api-key", api_key] if api_key else [])
+        return [sys.executable, "-c", state["script"], str(port), str(state["status"]), str(state["info"])]
 
     monkeypatch.setattr(server_mod, "build_argv", fake_build_argv)
     monkeypatch.setattr(server_mod, "vllm_distribution", lambda: None)   # no LD_PRELOAD for the fake
@@ -255,8 +240,7 @@ def test_never_healthy_server_times_out_and_leaves_nothing(fake_server: dict[str
     assert "not healthy after 3 s (last answer: HTTP 503)" in message
     assert "fake vllm: loading weights" in message   # the log tail
     assert str(srv.log_path) in message
-    assert "s3cret" not in message and "--api-key ***" in message   # the log's command line is redacted
-    assert "s3cret" not in srv.log_path.read_text()
+    assert "s3cret" not in message and "s3cret" not in srv.log_path.read_text()   # the key is in no log
     assert srv.proc is None
     _assert_gone(_pids(fake_server["info"]))
 

@@ -1,0 +1,32 @@
+"""Every server the suite starts listens on 127.0.0.1 only and refuses requests without the key."""
+
+import os
+import urllib.error
+import urllib.request
+
+import psutil
+import pytest
+
+
+def test_server_is_local_and_locked(server_config, specguard, vllm_servers):
+    if specguard.options.vllm_url:
+        pytest.skip("--vllm-url: the server is not the suite's")
+    server = vllm_servers.get(server_config)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{server.base_url}/v1/models", timeout=30)
+    assert refused.value.code == 401, f"{server_config.name}: a request without the key got {refused.value.code}"
+    req = urllib.request.Request(f"{server.base_url}/v1/models",
+                                 headers={"Authorization": f"Bearer {specguard.api_key}"})
+    with urllib.request.urlopen(req, timeout=30) as ok:
+        assert ok.status == 200
+    group = os.getpgid(server.proc.pid)
+    listening = []
+    for p in psutil.process_iter():
+        try:
+            if os.getpgid(p.pid) != group:
+                continue
+            listening += [c.laddr for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+        except (ProcessLookupError, psutil.Error):
+            continue
+    assert listening, f"{server_config.name}: no listening socket found in the server's process group"
+    assert all(addr.ip == "127.0.0.1" for addr in listening), f"{server_config.name} listens on {listening}"
