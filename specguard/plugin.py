@@ -92,7 +92,8 @@ def pytest_configure(config: pytest.Config) -> None:
         api_key=config.getoption("api_key"),
         rounds=config.getoption("rounds"),
         categories=config.getoption("categories"),
-        benchmark_json=Path(bench_json) if bench_json is not None else None,
+        # pytest-benchmark's option is a path in 5.x and an open file in older releases.
+        benchmark_json=Path(getattr(bench_json, "name", bench_json)) if bench_json is not None else None,
         run_id=_run_id(config),
         worker=worker_slot(getattr(config, "workerinput", None)),
     )

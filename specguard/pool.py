@@ -68,10 +68,13 @@ class ServerPool:
         if live is not None and live.config == config:
             if live.proc is not None and live.proc.poll() is None:
                 return live
-            # It died: record why, and let the caller's test fail with the log tail.
+            # It died: take down what is left of its group, record why, fail with the log tail.
             self._live = None
-            self._failed[config.name] = f"died with exit code {live.proc.returncode if live.proc else '?'}"
-            raise ServerError(f"vLLM server {config.name!r} is no longer running; log tail:\n{live.log_tail()}")
+            code = live.proc.returncode if live.proc else "?"
+            live.stop()
+            self._failed[config.name] = f"died with exit code {code}"
+            raise ServerError(f"vLLM server {config.name!r} died with exit code {code}; log tail:\n"
+                              f"{live.log_tail()}")
         self.stop()
         self._live = self._start(config)
         return self._live

@@ -167,11 +167,14 @@ def run_round(cell: Cell, server: Server, prompts: list[Prompt], *, model: str, 
                         + "\n".join(result.errors()[:5]) + f"\nserver log tail:\n{server.log_tail(20)}")
     acc = None
     if before is not None:
-        after = spec_counters(server.base_url, api_key=api_key, server_name=cell.server.name)
-        try:
-            acc = acceptance(after - before)
-        except MetricsError as exc:
-            raise CellError(f"{cell.id}: {exc}") from exc
+        delta = spec_counters(server.base_url, api_key=api_key, server_name=cell.server.name) - before
+        # A round with no drafts at all is possible (n-gram finds nothing to match): its acceptance
+        # is undefined, not zero; the cell's acceptance comes from the rounds that drafted.
+        if delta.num_drafts > 0:
+            try:
+                acc = acceptance(delta)
+            except MetricsError as exc:
+                raise CellError(f"{cell.id}: {exc}") from exc
     return RoundSample(result, acc)
 
 

@@ -286,9 +286,12 @@ class SpecguardSession:
                 iv = m.interval(name)
                 if iv is None:
                     continue
+                base_mean = (sum(m.baseline_throughputs) / len(m.baseline_throughputs)
+                             if m.baseline_throughputs else 1.0)
                 raw: tuple[Any, ...] = {
                     "output_throughput": tuple(m.throughputs),
-                    "speedup": tuple(m.throughputs),
+                    # Each round's throughput over the plain server's mean: the speedup per round.
+                    "speedup": tuple(t / base_mean for t in m.throughputs),
                     "acceptance_length": tuple(a.length for a in m.acceptances),
                     "acceptance_rate": tuple(a.rate for a in m.acceptances),
                 }[name]

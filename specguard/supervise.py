@@ -31,20 +31,40 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _others() -> list[int]:
+    """The other live members of our process group."""
+    import psutil
+
+    me, group = os.getpid(), os.getpgrp()
+    out = []
+    for p in psutil.process_iter():
+        try:
+            if p.pid != me and os.getpgid(p.pid) == group and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p.pid)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return out
+
+
 def _terminate_group(child: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the group except ourselves, wait, then SIGKILL it (ourselves last)."""
+    """SIGTERM every other member of the group, wait, then SIGKILL what is left; we exit after."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    pgid = os.getpgrp()
     try:
-        os.killpg(pgid, signal.SIGTERM)
+        os.killpg(os.getpgrp(), signal.SIGTERM)
     except ProcessLookupError:
         pass
     try:
         child.wait(timeout=GRACE_S)
     except subprocess.TimeoutExpired:
         pass
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.killpg(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + GRACE_S
+    while _others() and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+    for pid in _others():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def main(argv: list[str]) -> int:
@@ -64,6 +84,8 @@ def main(argv: list[str]) -> int:
     while True:
         code = child.poll()
         if code is not None:
+            # The API server is gone; its engine core and workers must not outlive it.
+            _terminate_group(child)
             return code
         if stopping or not _alive(parent) or os.getppid() != parent:
             _terminate_group(child)

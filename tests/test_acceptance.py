@@ -8,7 +8,13 @@ from specguard.outcome import assert_checks
 @pytest.mark.specguard_cells("speculative")
 def test_acceptance(cell, measured, specguard):
     length = measured.interval("acceptance_length")
-    assert length is not None, f"{cell.id}: the server reported no drafts"
+    if length is None:
+        # The counters exist (a config without them fails while measuring) but no round drafted.
+        assert cell.server.min_acceptance_length is None, (
+            f"{cell.id}: no drafts in {len(measured.samples)} rounds, but server {cell.server.name} "
+            f"must reach a mean acceptance length of {cell.server.min_acceptance_length}")
+        pytest.skip(f"{cell.id}: the server made no drafts in {len(measured.samples)} rounds "
+                    f"({(cell.server.spec or {}).get('method')} found nothing to propose); acceptance is undefined")
     k = cell.server.num_speculative_tokens
     if k is not None:
         assert 1.0 <= length.estimate <= k + 1, f"{cell.id}: acceptance length {length.estimate} outside [1, {k + 1}]"

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -61,35 +62,90 @@ max_rounds = 2
     return path
 
 
-def inner_pytest(tmp: Path, matrix: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-m", "cpu", "--matrix", str(matrix),
-           "--results-dir", str(tmp / "results"), "--baseline-dir", str(tmp / "baselines"),
-           "--benchmark-json", str(tmp / "bench.json"), "-o", "addopts=", str(ROOT / "tests" / "test_throughput.py"),
-           *extra]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **(env or {})}, start_new_session=True)
+class InnerRun:
+    """An inner pytest whose process tree (supervisors, API servers, engine cores) is recorded while
+    it runs, so that afterwards every one of those processes can be checked for being gone."""
 
+    def __init__(self, tmp: Path, matrix: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+        self.tmp = tmp
+        self.out_path = tmp / "inner.log"
+        cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-m", "cpu", "--matrix", str(matrix),
+               "--results-dir", str(tmp / "results"), "--baseline-dir", str(tmp / "baselines"),
+               "--benchmark-json", str(tmp / "bench.json"), "-o", "addopts=",
+               str(ROOT / "tests" / "test_throughput.py"), *extra]
+        with open(self.out_path, "w") as out:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                         env={**os.environ, **(env or {})}, start_new_session=True)
+        self.seen: dict[int, str] = {}
 
-def server_procs(marker: str) -> list[psutil.Process]:
-    """Live processes of the inner run's servers (their command line carries its results dir)."""
-    out = []
-    for p in psutil.process_iter(["cmdline", "environ"]):
+    @property
+    def output(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    def watch(self) -> None:
         try:
-            if any(marker in part for part in (p.info["cmdline"] or [])):
-                out.append(p)
-        except (psutil.Error, TypeError):
-            continue
-    return out
+            for child in psutil.Process(self.proc.pid).children(recursive=True):
+                try:
+                    self.seen.setdefault(child.pid, " ".join(child.cmdline())[:200])
+                except psutil.Error:
+                    continue
+        except psutil.Error:
+            pass
 
+    def wait_until(self, cond: Callable[[], bool], timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not cond():
+            self.watch()
+            if self.proc.poll() is not None:
+                raise AssertionError(f"inner pytest ended (exit {self.proc.returncode}) before {what}:\n{self.output}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+            time.sleep(0.5)
 
-def wait_until(cond, timeout_s: float, what: str, proc: subprocess.Popen[str] | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"inner pytest ended (exit {proc.returncode}) before {what}:\n{proc.stdout.read()}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.5)
+    def finish(self, timeout_s: float) -> int:
+        deadline = time.monotonic() + timeout_s
+        while self.proc.poll() is None:
+            self.watch()
+            if time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(f"inner pytest still running after {timeout_s} s:\n{self.output[-3000:]}")
+            time.sleep(0.5)
+        return self.proc.returncode
+
+    def api_server(self, name: str) -> psutil.Process:
+        self.watch()
+        for pid, cmd in self.seen.items():
+            if "vllm.entrypoints.openai.api_server" in cmd and f"--served-model-name {name} " in cmd + " ":
+                return psutil.Process(pid)
+        raise AssertionError(f"no API server for {name!r} among {list(self.seen.values())}")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def assert_no_orphans(self, timeout_s: float = 60.0) -> None:
+        """Every process the run ever had is gone (zombies awaiting their reaper count as gone)."""
+        assert self.seen, "no server process was ever seen: nothing was tested"
+        deadline = time.monotonic() + timeout_s
+        while True:
+            alive = []
+            for pid in self.seen:
+                try:
+                    if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                        alive.append(pid)
+                except psutil.NoSuchProcess:
+                    continue
+            if not alive:
+                return
+            if time.monotonic() > deadline:
+                for pid in alive:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                raise AssertionError(f"processes left behind: {[(p, self.seen[p]) for p in alive]}")
+            time.sleep(0.5)
 
 
 def records(tmp: Path) -> list[dict]:
@@ -97,76 +153,68 @@ def records(tmp: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def no_orphans(tmp: Path, timeout_s: float = 60.0) -> None:
-    marker = str(tmp / "results")
-    deadline = time.monotonic() + timeout_s
-    while server_procs(marker):
-        if time.monotonic() > deadline:
-            left = [(p.pid, " ".join(p.cmdline())[:120]) for p in server_procs(marker)]
-            for p in server_procs(marker):
-                p.kill()
-            raise AssertionError(f"vLLM processes left behind: {left}")
-        time.sleep(0.5)
-
-
 def request_in_flight(tmp: Path, name: str) -> bool:
     log = tmp / "results" / "logs" / f"server-{name}.log"
     return log.exists() and "POST /v1/chat/completions" in log.read_text(errors="replace")
 
 
+def unique(name: str) -> str:
+    return f"{name}{os.urandom(3).hex()}"
+
+
 def test_server_killed_mid_cell_fails_that_cell_and_the_session_goes_on(tmp_path: Path) -> None:
-    matrix = write_matrix(tmp_path, ["victim", "next"], max_tokens=64, categories='["coding", "math"]')
-    proc = inner_pytest(tmp_path, matrix)
+    victim, after = unique("victim"), unique("next")
+    matrix = write_matrix(tmp_path, [victim, after], max_tokens=64, categories='["coding", "math"]')
+    run = InnerRun(tmp_path, matrix)
     try:
         # Let the victim finish its first cell (on disk), then kill its API server during the second.
-        wait_until(lambda: any(r.get("cell") == "rel-victim-c1-coding" for r in records(tmp_path)), 900,
-                   "the victim's first cell", proc)
-        api = [p for p in server_procs(str(tmp_path / "results")) if "--served-model-name" in p.cmdline()
-               and "victim" in p.cmdline() and "vllm.entrypoints.openai.api_server" in p.cmdline()]
-        assert api, "the victim's API server is not running"
-        api[0].kill()
-        out, _ = proc.communicate(timeout=900)
+        run.wait_until(lambda: any(r.get("cell") == f"rel-{victim}-c1-coding" for r in records(tmp_path)), 900,
+                       "the victim's first cell")
+        run.api_server(victim).kill()
+        code = run.finish(900)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 1, out
-    assert "rel-victim-c1-math" in out and ("died with exit code" in out or "no longer running" in out), out
+        run.kill()
+    out = run.output
+    assert code == 1, out
+    assert f"rel-{victim}-c1-math" in out and ("died with exit code" in out or "no longer running" in out), out
     assert "last 50 lines" in out or "log tail" in out, out
     cells = {r["cell"] for r in records(tmp_path) if r["kind"] == "cell"}
-    assert {"rel-victim-c1-coding", "rel-next-c1-coding", "rel-next-c1-math"} <= cells, cells
-    assert "rel-victim-c1-math" not in cells
-    no_orphans(tmp_path)
+    assert {f"rel-{victim}-c1-coding", f"rel-{after}-c1-coding", f"rel-{after}-c1-math"} <= cells, cells
+    assert f"rel-{victim}-c1-math" not in cells
+    run.assert_no_orphans()
 
 
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "SIGKILL"])
 def test_interrupted_pytest_leaves_no_vllm_process(tmp_path: Path, how: str) -> None:
-    matrix = write_matrix(tmp_path, ["only"], max_tokens=512)
-    proc = inner_pytest(tmp_path, matrix)
+    name = unique("only")
+    run = InnerRun(tmp_path, write_matrix(tmp_path, [name], max_tokens=512))
     try:
-        wait_until(lambda: request_in_flight(tmp_path, "only"), 900, "a request in flight", proc)
-        assert server_procs(str(tmp_path / "results")), "no server process seen while a round runs"
-        os.kill(proc.pid, getattr(signal, how))
-        proc.communicate(timeout=120)
+        run.wait_until(lambda: request_in_flight(tmp_path, name), 900, "a request in flight")
+        run.api_server(name)   # the server is up and recorded
+        os.kill(run.proc.pid, getattr(signal, how))
+        run.finish(120)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    no_orphans(tmp_path)
+        run.kill()
+    run.assert_no_orphans()
 
 
 def test_invalid_speculative_config_is_a_clear_error_within_seconds(tmp_path: Path) -> None:
     # vLLM itself rejects prompt_lookup_min > prompt_lookup_max.
     bad = ('speculative_config = { method = "ngram", num_speculative_tokens = 4, '
            'prompt_lookup_min = 5, prompt_lookup_max = 2 }')
-    matrix = write_matrix(tmp_path, ["badspec"], extra=bad)
+    name = unique("badspec")
     t0 = time.monotonic()
-    proc = inner_pytest(tmp_path, matrix)
-    out, _ = proc.communicate(timeout=600)
-    elapsed = time.monotonic() - t0
-    assert proc.returncode == 1, out
-    assert "vLLM server 'badspec'" in out and "exited with code" in out, out
+    run = InnerRun(tmp_path, write_matrix(tmp_path, [name], extra=bad))
+    try:
+        code = run.finish(600)
+    finally:
+        run.kill()
+    elapsed, out = time.monotonic() - t0, run.output
+    assert code == 1, out
+    assert f"vLLM server '{name}'" in out and "exited with code" in out, out
     assert "prompt_lookup" in out, "the log tail should carry vLLM's own reason"
     assert elapsed < 180, f"took {elapsed:.0f} s"
-    no_orphans(tmp_path)
+    run.assert_no_orphans()
 
 
 def test_port_already_taken_is_a_clear_error(tmp_path: Path) -> None:
@@ -208,11 +256,15 @@ def test_malformed_matrix_is_a_usage_error_naming_file_and_key(tmp_path: Path) -
 
 
 def test_secrets_stay_out_of_logs_and_results(tmp_path: Path) -> None:
-    matrix = write_matrix(tmp_path, ["quiet"])
     secret, key = "sg-sentinel-" + os.urandom(6).hex(), "sg-key-" + os.urandom(6).hex()
-    proc = inner_pytest(tmp_path, matrix, "--api-key", key, env={"SPECGUARD_SENTINEL": secret})
-    out, _ = proc.communicate(timeout=900)
-    assert proc.returncode == 0, out
+    run = InnerRun(tmp_path, write_matrix(tmp_path, [unique("quiet")]), "--api-key", key,
+                   env={"SPECGUARD_SENTINEL": secret})
+    try:
+        code = run.finish(900)
+    finally:
+        run.kill()
+    out = run.output
+    assert code == 0, out
     files = [p for p in [*(tmp_path / "results").rglob("*"), tmp_path / "bench.json"] if p.is_file()]
     assert any(p.name.startswith("server-") for p in files), "no server log to check"
     for path in files:
@@ -220,4 +272,4 @@ def test_secrets_stay_out_of_logs_and_results(tmp_path: Path) -> None:
         assert secret not in text, f"{path} carries the environment"
         assert key not in text, f"{path} carries the API key"
     assert secret not in out and key not in out
-    no_orphans(tmp_path)
+    run.assert_no_orphans()
