@@ -6,7 +6,7 @@
   keeps it on one worker, which starts that server once.
 - Each worker owns a disjoint slice of the devices: on CUDA, ``CUDA_VISIBLE_DEVICES`` (GPUs
   / workers each; a config whose ``tensor_parallel_size`` exceeds its slice is refused with the
-  numbers); on CPU, ``VLLM_CPU_OMP_THREADS_BIND`` (cores / workers each, when that is at least 2).
+  numbers); on CPU, ``VLLM_CPU_OMP_THREADS_BIND`` (cores / workers each, at least one).
 - A speculative cell needs its plain server's rounds (speedup) and greedy outputs (lossless),
   which another worker may measure: every worker appends what it measured to the shared
   ``cells.jsonl``, tagged with the controller's run id, and a worker that needs another's figures
@@ -50,12 +50,11 @@ def device_env(index: int, count: int, *, gpus: int, cores: list[int], tensor_pa
                              f"needs tensor_parallel_size={tensor_parallel_size}; use -n {max(1, gpus // tensor_parallel_size)}")
         mine = range(index * per, index * per + tensor_parallel_size)
         return {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in mine)}
-    per = len(cores) // count
-    if per < 2:
-        # vLLM's CPU backend keeps a core of its slice for the API server; with fewer than two
-        # per worker, pinning would leave it none, so the servers share the cores instead.
-        return {}
-    mine_cores = cores[index * per:(index + 1) * per]
+    # vLLM's CPU backend binds its compute threads to the first core by default, and a busy
+    # server's threads spin: two servers on one core starve each other. Each worker's server
+    # gets its own cores (at least one).
+    per = max(1, len(cores) // count)
+    mine_cores = cores[(index * per) % len(cores):][:per]
     return {"VLLM_CPU_OMP_THREADS_BIND": ",".join(str(c) for c in mine_cores)}
 
 
