@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -15,6 +16,9 @@ from specguard.prompts import Prompt
 from specguard.stats import Interval, mean_ci, percentile, ratio_ci, stability_warning, summarize
 from specguard.tolerance import Tolerance
 from specguard.verdict import Check, Verdict, judge
+
+
+DEATH_WAIT_S = 20.0
 
 
 class CellError(AssertionError):
@@ -159,10 +163,17 @@ def run_round(cell: Cell, server: Server, prompts: list[Prompt], *, model: str, 
     before = spec_counters(server.base_url, api_key=api_key, server_name=cell.server.name) if speculative else None
     result = asyncio.run(run_load(spec, prompts, on_done=on_done))
     if result.failed:
-        try:
-            server.check_alive()
-        except Exception as exc:  # the server's own exit code and log tail say more than the requests
-            raise CellError(f"{cell.id}: {exc}") from exc
+        # A dead server says more (exit code, log tail) than its failed requests; its supervisor
+        # needs a moment to take the rest of the process group down and exit.
+        deadline = time.monotonic() + DEATH_WAIT_S
+        while True:
+            try:
+                server.check_alive()
+            except Exception as exc:
+                raise CellError(f"{cell.id}: {exc}") from exc
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
         raise CellError(f"{cell.id}: {result.failed} of {len(result.requests)} requests failed:\n"
                         + "\n".join(result.errors()[:5]) + f"\nserver log tail:\n{server.log_tail(20)}")
     acc = None
