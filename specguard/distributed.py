@@ -108,3 +108,26 @@ def write_merged(path: Path, records: list[dict[str, Any]], run: str) -> int:
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
     os.replace(tmp, path)
     return len(data["benchmarks"])
+
+
+def param_id(nodeid: str) -> str | None:
+    """``tests/test_x.py::test_y[tiny-ngram4-c1-coding]@grp`` → ``tiny-ngram4-c1-coding``."""
+    nodeid = nodeid.split("@", 1)[0]
+    if not nodeid.endswith("]") or "[" not in nodeid:
+        return None
+    return nodeid[nodeid.rindex("[") + 1:-1]
+
+
+def make_scheduler(config: Any, log: Any, groups: dict[str, str]) -> Any:
+    """A load-scope scheduler whose scope is the server config of a test (from its parameter id),
+    so every test of one server goes to one worker. pytest-xdist's own ``loadgroup`` did not keep
+    ``xdist_group`` tests together with pytest-xdist 3.8 and pytest 9 (seen here); this does not
+    depend on that mark."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ServerGroupScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            pid = param_id(nodeid)
+            return f"server:{groups[pid]}" if pid in groups else nodeid
+
+    return ServerGroupScheduling(config, log)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from specguard.aggregate import aggregate_cases
-from specguard.distributed import worker_slot, write_merged
+from specguard.distributed import make_scheduler, worker_slot, write_merged
 from specguard.errors import SpecguardError
 from specguard.results import read_records
 from specguard.lossless import lossless_cases, lossless_pairs
@@ -117,6 +117,21 @@ class _XdistHooks:
 
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput["specguard_run"] = session_of(node.config).options.run_id
+
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        if config.getoption("dist") != "loadgroup":
+            return None
+        return make_scheduler(config, log, _server_groups(session_of(config)))
+
+
+def _server_groups(s: SpecguardSession) -> dict[str, str]:
+    """Parameter id → server config, for every parametrized test of the suite."""
+    groups = {c.id: c.server.name for c in s.cells()}
+    groups.update({c.id: c.server.name for c in lossless_cases(s.matrix)})
+    groups.update({f"{s.matrix.id_prefix}-{p[1].name}-generated": p[1].name for p in lossless_pairs(s.matrix)})
+    groups.update({f"{s.matrix.id_prefix}-{c.name}": c.name for c in s.matrix.server_order()})
+    groups.update({c.id: c.server.name for c in aggregate_cases(s.matrix)})
+    return groups
 
 
 def _is_xdist_controller(config: pytest.Config) -> bool:
