@@ -2,8 +2,9 @@
 
     pytest -n 2 --dist loadgroup -m gpu --benchmark-json out.json
 
-- Every test of one server config carries ``xdist_group(<server>)``, so ``--dist loadgroup``
-  keeps it on one worker, which starts that server once.
+- With ``--dist loadgroup`` the suite's scheduler keeps every test of one server family (a plain
+  server and the speculative servers compared with it) on one worker, which starts each of those
+  servers once and measures a speedup against figures from the same device.
 - Each worker owns a disjoint slice of the devices: on CUDA, ``CUDA_VISIBLE_DEVICES`` (GPUs
   / workers each; a config whose ``tensor_parallel_size`` exceeds its slice is refused with the
   numbers); on CPU, ``VLLM_CPU_OMP_THREADS_BIND`` (cores / workers each, at least one).

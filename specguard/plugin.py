@@ -78,7 +78,7 @@ def _positive_int(text: str) -> int:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "xdist_group(name): keep tests of one server config on one worker")
+    config.addinivalue_line("markers", "xdist_group(name): keep tests of one server family on one worker")
     config.addinivalue_line("markers", "specguard_cells(kind): parametrize `cell` with 'all' or 'speculative' cells")
     suite = Path(__file__).resolve().parent.parent
     bench_json = config.getoption("benchmark_json", None)
@@ -124,13 +124,20 @@ class _XdistHooks:
         return make_scheduler(config, log, _server_groups(session_of(config)))
 
 
+def _family(s: SpecguardSession, server: Any) -> str:
+    """The scheduling group of a server: its plain server, so that a speculative server's speedup
+    and lossless comparisons are measured on the same worker (and GPU) as the figures they divide."""
+    base = s.matrix.baseline_of(server)
+    return (base or server).name
+
+
 def _server_groups(s: SpecguardSession) -> dict[str, str]:
-    """Parameter id → server config, for every parametrized test of the suite."""
-    groups = {c.id: c.server.name for c in s.cells()}
-    groups.update({c.id: c.server.name for c in lossless_cases(s.matrix)})
-    groups.update({f"{s.matrix.id_prefix}-{p[1].name}-generated": p[1].name for p in lossless_pairs(s.matrix)})
-    groups.update({f"{s.matrix.id_prefix}-{c.name}": c.name for c in s.matrix.server_order()})
-    groups.update({c.id: c.server.name for c in aggregate_cases(s.matrix)})
+    """Parameter id → scheduling group, for every parametrized test of the suite."""
+    groups = {c.id: _family(s, c.server) for c in s.cells()}
+    groups.update({c.id: _family(s, c.server) for c in lossless_cases(s.matrix)})
+    groups.update({f"{s.matrix.id_prefix}-{p[1].name}-generated": _family(s, p[1]) for p in lossless_pairs(s.matrix)})
+    groups.update({f"{s.matrix.id_prefix}-{c.name}": _family(s, c) for c in s.matrix.server_order()})
+    groups.update({c.id: _family(s, c.server) for c in aggregate_cases(s.matrix)})
     return groups
 
 
@@ -164,21 +171,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         marker = metafunc.definition.get_closest_marker("specguard_cells")
         kind = marker.args[0] if marker else "all"
         cells = [c for c in s.cells() if kind == "all" or c.server.is_speculative]
-        metafunc.parametrize("cell", [_param(c, c.id, c.server.name, s.matrix.marker) for c in cells])
+        metafunc.parametrize("cell", [_param(c, c.id, _family(s, c.server), s.matrix.marker) for c in cells])
     # Lossless tests carry only the `lossless` marker: `-m cpu` / `-m gpu` select performance cells.
     if "lossless_case" in metafunc.fixturenames:
         cases = lossless_cases(s.matrix)
-        metafunc.parametrize("lossless_case", [_param(c, c.id, c.server.name, None) for c in cases])
+        metafunc.parametrize("lossless_case", [_param(c, c.id, _family(s, c.server), None) for c in cases])
     if "aggregate_case" in metafunc.fixturenames:
         aggs = aggregate_cases(s.matrix)
-        metafunc.parametrize("aggregate_case", [_param(a, a.id, a.server.name, s.matrix.marker) for a in aggs])
+        metafunc.parametrize("aggregate_case", [_param(a, a.id, _family(s, a.server), s.matrix.marker) for a in aggs])
     if "server_config" in metafunc.fixturenames:
-        metafunc.parametrize("server_config", [_param(c, f"{s.matrix.id_prefix}-{c.name}", c.name, s.matrix.marker)
+        metafunc.parametrize("server_config", [_param(c, f"{s.matrix.id_prefix}-{c.name}", _family(s, c), s.matrix.marker)
                                                for c in s.matrix.server_order()])
     if "lossless_pair" in metafunc.fixturenames:
         pairs = lossless_pairs(s.matrix)
         metafunc.parametrize("lossless_pair", [_param(p, f"{s.matrix.id_prefix}-{p[1].name}-generated",
-                                                      p[1].name, None) for p in pairs])
+                                                      _family(s, p[1]), None) for p in pairs])
 
 
 def _param(value: Any, id_: str, server: str, marker: str | None) -> Any:
