@@ -75,6 +75,7 @@ class SpecguardSession:
     environment: dict[str, Any] = field(default_factory=dict)
     measurements: dict[str, CellMeasurement] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)   # per-feature session state (lossless refs)
+    needed_plain: list[Cell] = field(default_factory=list)  # plain cells the selected cells divide by
 
     @classmethod
     def create(cls, options: Options) -> "SpecguardSession":
@@ -216,6 +217,11 @@ class SpecguardSession:
         """The plain server's rounds for the same concurrency and category. Normally measured
         already (the plain server runs first); under xdist another worker may measure them, and
         if the cell was deselected it is measured now."""
+        if base_cell.id not in self.measurements and not self.distributed:
+            # The plain cells were deselected: measure every one the selected cells need while the
+            # plain server is up, so the servers do not take turns once per cell.
+            for cell in [c for c in self.needed_plain if c.server == base_cell.server] or [base_cell]:
+                self.measure(cell, plain_rounds)
         if base_cell.id in self.measurements or not self.distributed:
             return tuple(self.measure(base_cell, plain_rounds).throughputs)
         rec = wait_for(lambda: find_record(self.results_path, self.options.run_id, "cell", "cell", base_cell.id),

@@ -115,7 +115,7 @@ def test_serve_args_are_the_published_ones(matrix: Matrix, name: str) -> None:
     server = matrix.server(name)
     assert list(server.args) == (DFLASH_ARGS if "dflash" in name else SERVE_ARGS)
     assert (server.max_model_len, server.enable_prefix_caching, server.tensor_parallel_size) == (32768, False, 1)
-    argv = build_argv(server, model=server.model, port=8000, api_key=None, python="python")
+    argv = build_argv(server, model=server.model, port=8000, python="python")
     flags = " ".join(argv)
     assert f"--model {MODELS[name.rsplit('-', 1)[0]]} " in flags
     assert "--dtype bfloat16 " in flags and "--max-model-len 32768 " in flags
