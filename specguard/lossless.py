@@ -9,6 +9,7 @@ other difference is a **real divergence**.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -79,8 +80,10 @@ class Greedy:
     text: str
 
     def to_json(self) -> dict[str, Any]:
+        # JSON has no -inf: a token with no probability at all is stored as -1e30.
         return {"prompt_id": self.prompt_id, "token_ids": list(self.token_ids),
-                "top": [[list(t) for t in pos] for pos in self.top], "text": self.text}
+                "top": [[[t, lp if math.isfinite(lp) else -1e30] for t, lp in pos] for pos in self.top],
+                "text": self.text}
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> "Greedy":
@@ -176,7 +179,18 @@ class LosslessReport:
                 "concurrency": self.concurrency, "mode": self.mode, "near_tie_margin": self.near_tie_margin,
                 "compared": self.compared, "identical": self.identical, "near_ties": self.near_ties,
                 "real_divergences": self.real, "exact_match_rate": self.exact_rate,
-                "divergences": [asdict(d) for d in self.divergences]}
+                "divergences": [_finite(asdict(d)) for d in self.divergences]}
+
+
+def _finite(value: Any) -> Any:
+    """The same structure with -inf/inf/NaN logprobs replaced by ±1e30 (JSON has none)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return -1e30 if value < 0 or math.isnan(value) else 1e30
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
 
 
 def _tok(token: int) -> str:
