@@ -221,16 +221,24 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     """Group every test of one server config together, in start order, so each starts once."""
     s = session_of(config)
     items.sort(key=lambda item: _order_key(s, item))   # stable: collection order breaks ties
-    selected = {item.callspec.params["cell"] for item in items
-                if hasattr(item, "callspec") and "cell" in item.callspec.params}
-    needed = {s.baseline_cell(c) for c in selected} - {None} - selected
-    s.needed_plain = sorted(needed, key=lambda c: (c.concurrency, c.category))
+
     reason = _skip_reason(s)
     if reason:
         for item in items:
             if any(name in item.fixturenames
                    for name in ("cell", "aggregate_case", "lossless_case", "lossless_pair")):
                 item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """After -k/-m deselection: the plain cells that selected speculative cells divide by."""
+    s = session.config.stash.get(SESSION_KEY, None)
+    if s is None:
+        return
+    selected = {item.callspec.params["cell"] for item in session.items
+                if hasattr(item, "callspec") and "cell" in item.callspec.params}
+    needed = {s.baseline_cell(c) for c in selected} - {None} - selected
+    s.needed_plain = sorted(needed, key=lambda c: (c.concurrency, c.category))
 
 
 def _skip_reason(s: SpecguardSession) -> str | None:
