@@ -8,10 +8,8 @@
 - Each worker owns a disjoint slice of the devices: on CUDA, ``CUDA_VISIBLE_DEVICES`` (GPUs
   / workers each; a config whose ``tensor_parallel_size`` exceeds its slice is refused with the
   numbers); on CPU, ``VLLM_CPU_OMP_THREADS_BIND`` (cores / workers each, at least one).
-- A speculative cell needs its plain server's rounds (speedup) and greedy outputs (lossless),
-  which another worker may measure: every worker appends what it measured to the shared
-  ``cells.jsonl``, tagged with the controller's run id, and a worker that needs another's figures
-  waits for them there.
+- Every worker appends what it measured to the shared ``cells.jsonl``, tagged with the
+  controller's run id.
 - pytest-benchmark switches itself off under xdist, so the controller writes the
   ``--benchmark-json`` file itself from the merged records, in pytest-benchmark's layout (one
   entry per cell, figures in ``extra_info``, timing stats from the round durations).
@@ -23,13 +21,9 @@ import json
 import os
 import platform
 import statistics
-import time
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
-
-T = TypeVar("T")
+from typing import Any
 
 
 def worker_slot(workerinput: dict[str, Any] | None) -> tuple[int, int]:
@@ -57,28 +51,6 @@ def device_env(index: int, count: int, *, gpus: int, cores: list[int], tensor_pa
     per = max(1, len(cores) // count)
     mine_cores = cores[(index * per) % len(cores):][:per]
     return {"VLLM_CPU_OMP_THREADS_BIND": ",".join(str(c) for c in mine_cores)}
-
-
-def wait_for(fetch: Callable[[], T | None], *, timeout_s: float, what: str, poll_s: float = 2.0) -> T:
-    """Poll ``fetch`` until it returns something; raise TimeoutError naming ``what`` otherwise."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = fetch()
-        if value is not None:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"waited {timeout_s:.0f} s for {what} from another worker")
-        time.sleep(poll_s)
-
-
-def find_record(path: Path, run: str, kind: str, key: str, value: str) -> dict[str, Any] | None:
-    """The last record of this run with ``record[key] == value``."""
-    from specguard.results import read_records
-    found = None
-    for rec in read_records(path):
-        if rec.get("run") == run and rec.get("kind") == kind and rec.get(key) == value:
-            found = rec
-    return found
 
 
 def benchmark_json(records: list[dict[str, Any]], run: str) -> dict[str, Any]:

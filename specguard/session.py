@@ -13,7 +13,7 @@ from typing import Any, Callable
 from specguard.aggregate import StoredAggregate, parse_aggregates
 from specguard.baselines import (BaselineFile, CellBaseline, MetricBaseline, baseline_path, detect_devices,
                                  detect_profile, device_description, load_baseline, write_baseline)
-from specguard.distributed import device_env, find_record, wait_for
+from specguard.distributed import device_env
 from specguard.errors import InputError
 from specguard.load import round_prompts
 from specguard.matrix import Cell, Matrix, ServerConfig, load_matrix
@@ -215,21 +215,13 @@ class SpecguardSession:
 
     def _baseline_throughputs(self, base_cell: Cell) -> tuple[float, ...]:
         """The plain server's rounds for the same concurrency and category. Normally measured
-        already (the plain server runs first); under xdist another worker may measure them, and
-        if the cell was deselected it is measured now."""
-        if base_cell.id not in self.measurements and not self.distributed:
-            # The plain cells were deselected: measure every one the selected cells need while the
-            # plain server is up, so the servers do not take turns once per cell.
+        already: the plain server runs first, and under xdist its whole family is on this worker.
+        If the plain cells were deselected, every one the selected cells need is measured now, in
+        one batch while the plain server is up, so the servers do not take turns once per cell."""
+        if base_cell.id not in self.measurements:
             for cell in [c for c in self.needed_plain if c.server == base_cell.server] or [base_cell]:
                 self.measure(cell, plain_rounds)
-        if base_cell.id in self.measurements or not self.distributed:
-            return tuple(self.measure(base_cell, plain_rounds).throughputs)
-        rec = wait_for(lambda: find_record(self.results_path, self.options.run_id, "cell", "cell", base_cell.id),
-                       timeout_s=self.wait_timeout_s(), what=f"the plain server's cell {base_cell.id}")
-        return tuple(float(x) for x in rec["round_throughputs"])
-
-    def wait_timeout_s(self) -> float:
-        return 2 * max(s.startup_timeout_s for s in self.matrix.servers) + 3600.0
+        return tuple(self.measure(base_cell, plain_rounds).throughputs)
 
     # --- lossless ------------------------------------------------------------------------------
 
@@ -249,13 +241,6 @@ class SpecguardSession:
         key = (config.name, concurrency)
         cache = self.extras.setdefault("greedy", {})
         if prompts is None and key in cache:
-            return cache[key]
-        if prompts is None and self.distributed and not config.is_speculative:
-            # Under xdist the plain server's worker records its outputs; wait for them there.
-            rec = wait_for(lambda: find_record(self.results_path, self.options.run_id, "greedy", "key",
-                                               f"{config.name}-c{concurrency}"),
-                           timeout_s=self.wait_timeout_s(), what=f"greedy outputs of {config.name} c={concurrency}")
-            cache[key] = [Greedy.from_json(g) for g in rec["outputs"]]
             return cache[key]
         server = server or self.pool.get(config)
         ls = self.matrix.lossless
