@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from specguard.baselines import MetricBaseline, _parse_metric
+from specguard.baselines import CellBaseline, MetricBaseline, _parse_metric
 from specguard.errors import InputError
 from specguard.matrix import Matrix, ServerConfig
 from specguard.runner import CellMeasurement
@@ -59,6 +59,16 @@ class MeasuredAggregate:
         return self.pooled if aggregation == POOLED else self.mean_of_categories
 
 
+def category_round_means(rounds_by_category: Mapping[str, Sequence[float]]) -> tuple[float, ...]:
+    """Per round r: the mean over categories of each category's round-r throughput, over the
+    first n rounds, n the fewest any category has."""
+    if not rounds_by_category or not all(rounds_by_category.values()):
+        raise ValueError("every category needs at least one round")
+    n = min(len(v) for v in rounds_by_category.values())
+    # fsum: exactly rounded, so the figures do not depend on the order of the categories.
+    return tuple(math.fsum(v[r] for v in rounds_by_category.values()) / len(rounds_by_category) for r in range(n))
+
+
 def aggregate(cells: Sequence[CellMeasurement], *, confidence: float = 0.95, seed: int = 0) -> MeasuredAggregate:
     """Both aggregates of one (server, concurrency) from its category cells, in any order."""
     if not cells:
@@ -75,8 +85,7 @@ def aggregate(cells: Sequence[CellMeasurement], *, confidence: float = 0.95, see
         by_cat[m.cell.category] = m
     n = min(len(m.samples) for m in by_cat.values())
     rounds = [[m.samples[r].result for m in by_cat.values()] for r in range(n)]
-    # fsum: exactly rounded, so the figures do not depend on the order of the categories.
-    round_means = tuple(math.fsum(x.output_throughput for x in rr) / len(rr) for rr in rounds)
+    round_means = category_round_means({c: m.throughputs for c, m in by_cat.items()})
     tokens = [float(sum(x.output_tokens for x in rr)) for rr in rounds]
     seconds = [math.fsum(x.duration_s for x in rr) for rr in rounds]
     return MeasuredAggregate(
@@ -109,6 +118,35 @@ def aggregate_cases(matrix: Matrix) -> list[AggregateCase]:
     """One per (server, concurrency) with performance cells, in server start order."""
     return [AggregateCase(aggregate_id(matrix.id_prefix, s.name, c), s, c)
             for s in matrix.server_order() if s.perf for c in matrix.workload.concurrency]
+
+
+def aggregates_from_cells(cells: Mapping[str, CellBaseline], matrix: Matrix,
+                          confidence: float = 0.95) -> dict[str, dict[str, Any]]:
+    """The ``aggregates`` entries of a baseline file, derived from its stored cells' rounds: per
+    (server, concurrency) with a stored round for every category it has, the mean of category
+    throughputs and, where its plain server covers the same categories, the aggregate speedup.
+    The figures are those :func:`aggregate` and :func:`aggregate_speedup` give a measuring session."""
+    rounds: dict[tuple[str, int], dict[str, Sequence[float]]] = {}
+    for cell in cells.values():
+        tp = cell.metrics.get("output_throughput")
+        rounds.setdefault((cell.server, cell.concurrency), {})[cell.category] = \
+            [float(r) for r in tp.rounds] if tp is not None else []
+    out: dict[str, dict[str, Any]] = {}
+    for case in aggregate_cases(matrix):
+        by_cat = rounds.get((case.server.name, case.concurrency))
+        if not by_cat or not all(by_cat.values()):
+            continue
+        means = category_round_means(by_cat)
+        tp = mean_ci(means, confidence)
+        metrics = {"output_throughput": MetricBaseline(tp.estimate, tp.low, tp.high, means, MEAN_OF_CATEGORIES)}
+        base = matrix.baseline_of(case.server)
+        base_by_cat = rounds.get((base.name, case.concurrency)) if base is not None else None
+        if base_by_cat and all(base_by_cat.values()) and set(base_by_cat) == set(by_cat):
+            sp = ratio_ci(means, category_round_means(base_by_cat), confidence)
+            metrics["speedup"] = MetricBaseline(sp.estimate, sp.low, sp.high, (), RATIO_OF_MEANS)
+        out[case.id] = {"server": case.server.name, "concurrency": case.concurrency, "aggregation": MEAN_OF_CATEGORIES,
+                        "categories": sorted(by_cat), "metrics": {k: v.to_json() for k, v in metrics.items()}}
+    return out
 
 
 # --- stored aggregates ---------------------------------------------------------------------------

@@ -236,17 +236,22 @@ def cpu_profile(model_name: str, cores: int) -> str:
     return f"cpu-{_slug(cleaned) or 'unknown'}-{cores}c"
 
 
-def detect_devices() -> list[str]:
-    """GPU names from nvidia-smi (empty on a machine without one)."""
+def nvidia_smi(field: str) -> list[str]:
+    """One ``--query-gpu`` field per GPU from nvidia-smi (empty on a machine without one)."""
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return []
     try:
-        done = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+        done = subprocess.run([smi, f"--query-gpu={field}", "--format=csv,noheader"], capture_output=True,
                               text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return []
     return [line.strip() for line in done.stdout.splitlines() if line.strip()] if done.returncode == 0 else []
+
+
+def detect_devices() -> list[str]:
+    """GPU names from nvidia-smi (empty on a machine without one)."""
+    return nvidia_smi("name")
 
 
 def cpu_model_name() -> str:

@@ -63,11 +63,14 @@ def environment(device: str, profile: str) -> dict[str, Any]:
         torch_version = importlib.metadata.version("torch")
     except Exception:  # noqa: BLE001 - torch absent is a valid state for the report side
         pass
+    from specguard.baselines import nvidia_smi
+    drivers = nvidia_smi("driver_version") if "GPU" in device or "NVIDIA" in device else []
     return {
         "vllm_version": dist[1] if dist else None,
         "vllm_distribution": dist[0] if dist else None,
         "torch_version": torch_version,
         "device": device,
+        "driver_version": drivers[0] if drivers else None,
         "profile": profile,
         "python": platform.python_version(),
         "platform": f"{platform.system()} {platform.machine()}",

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from specguard.aggregate import StoredAggregate, parse_aggregates
+from specguard.aggregate import StoredAggregate, aggregates_from_cells, parse_aggregates
 from specguard.baselines import (BaselineFile, CellBaseline, MetricBaseline, baseline_path, detect_devices,
                                  detect_profile, device_description, load_baseline, write_baseline)
 from specguard.distributed import device_env
@@ -290,6 +290,8 @@ class SpecguardSession:
             if m.per_position():
                 metrics["per_position_acceptance"] = MetricBaseline(m.per_position())
             bf.cells[cid] = CellBaseline(m.cell.server.name, m.cell.concurrency, m.cell.category, metrics)
+        # Aggregates are recomputed from the stored rounds, so a partial re-run keeps them whole.
+        bf.aggregates = {**bf.aggregates, **aggregates_from_cells(bf.cells, self.matrix)}
         write_baseline(bf)
         return path
 

@@ -20,12 +20,14 @@ from specguard.aggregate import (
     aggregate,
     aggregate_id,
     aggregate_speedup,
+    aggregates_from_cells,
     judge_aggregate,
     parse_aggregates,
 )
+from specguard.baselines import CellBaseline, MetricBaseline
 from specguard.errors import InputError
 from specguard.load import RequestResult, RoundResult
-from specguard.matrix import Cell, ServerConfig
+from specguard.matrix import Cell, ServerConfig, load_matrix
 from specguard.runner import CellMeasurement, RoundSample
 from specguard.tolerance import Tolerance
 from specguard.verdict import Verdict
@@ -254,3 +256,57 @@ def test_judge_aggregate_refuses_other_categories() -> None:
     stored = parse_aggregates({"k": entry()}, "b.json")["k"]
     with pytest.raises(ValueError, match=r"stored over spec c=1 \['a', 'b'\], measured over spec c=1 \['a'\]"):
         judge_aggregate(stored, measured, TOL)
+
+
+# --- aggregates derived from a baseline file's cells ---------------------------------------------
+
+TINY = load_matrix(Path(__file__).resolve().parents[2] / "fixtures" / "matrices" / "tiny-cpu.toml")
+
+
+def stored_cells(rates: dict[tuple[str, int, str], Sequence[float]]) -> dict[str, CellBaseline]:
+    return {f"tiny-{srv}-c{c}-{cat}": CellBaseline(srv, c, cat, {"output_throughput": MetricBaseline(
+        sum(r) / len(r), min(r), max(r), tuple(r))}) for (srv, c, cat), r in rates.items()}
+
+
+def test_aggregates_from_cells_known_values() -> None:
+    cells = stored_cells({("baseline", 1, "a"): [10.0, 12.0], ("baseline", 1, "b"): [20.0, 22.0, 99.0],
+                          ("ngram4", 1, "a"): [15.0, 18.0], ("ngram4", 1, "b"): [30.0, 33.0]})
+    out = aggregates_from_cells(cells, TINY)
+    assert set(out) == {"tiny-baseline-c1", "tiny-ngram4-c1"}   # c=4 and self4 have no cells
+    base = out["tiny-baseline-c1"]
+    assert base["categories"] == ["a", "b"] and base["aggregation"] == MEAN_OF_CATEGORIES
+    tp = base["metrics"]["output_throughput"]
+    assert tp["rounds"] == [15.0, 17.0]          # b's third round is past a's two: not used
+    assert tp["value"] == 16.0 and tp["ci_low"] < 16.0 < tp["ci_high"]
+    assert "speedup" not in base["metrics"]
+    sp = out["tiny-ngram4-c1"]["metrics"]["speedup"]
+    assert sp["value"] == pytest.approx(((22.5 + 25.5) / 2) / 16.0) and sp["aggregation"] == RATIO_OF_MEANS
+    parsed = parse_aggregates(out, "tiny-cpu.json", TINY.id_prefix)   # what a later session reads back
+    assert parsed["tiny-ngram4-c1"].metrics["speedup"].value == sp["value"]
+
+
+def test_aggregates_need_every_category_to_have_rounds_and_the_same_plain_categories() -> None:
+    cells = stored_cells({("baseline", 1, "a"): [10.0], ("ngram4", 1, "a"): [15.0], ("ngram4", 1, "b"): [9.0]})
+    cells["tiny-baseline-c4-a"] = CellBaseline("baseline", 4, "a", {"output_throughput": MetricBaseline(5.0)})
+    out = aggregates_from_cells(cells, TINY)
+    assert "tiny-baseline-c4" not in out                           # no stored rounds
+    assert "speedup" not in out["tiny-ngram4-c1"]["metrics"]        # plain covers a, ngram4 covers a and b
+
+
+@PROPS
+@given(st.lists(st.lists(st.floats(1.0, 1e4), min_size=2, max_size=4), min_size=1, max_size=11),
+       st.lists(st.floats(0.2, 3.0), min_size=11, max_size=11))
+def test_aggregates_from_cells_match_a_measuring_session(plain: list[list[float]], gains: list[float]) -> None:
+    spec_rates = [[r * g for r in rs] for rs, g in zip(plain, gains)]
+    cells = stored_cells({**{("baseline", 1, f"k{i}"): rs for i, rs in enumerate(plain)},
+                          **{("ngram4", 1, f"k{i}"): rs for i, rs in enumerate(spec_rates)}})
+    out = aggregates_from_cells(cells, TINY)
+    spec_server = TINY.server("ngram4")
+    base_agg = aggregate([by_rate(f"k{i}", rs) for i, rs in enumerate(plain)])
+    spec_agg = aggregate([by_rate(f"k{i}", rs, spec_server) for i, rs in enumerate(spec_rates)])
+    tp = out["tiny-ngram4-c1"]["metrics"]["output_throughput"]
+    assert tp["value"] == pytest.approx(spec_agg.mean_of_categories.estimate, rel=1e-9)
+    assert tp["ci_low"] == pytest.approx(spec_agg.mean_of_categories.low, rel=1e-9)
+    sp = out["tiny-ngram4-c1"]["metrics"]["speedup"]
+    assert sp["value"] == pytest.approx(aggregate_speedup(spec_agg, base_agg).estimate, rel=1e-9)
+    assert sp["ci_low"] <= sp["value"] <= sp["ci_high"]
