@@ -23,6 +23,9 @@ class ServerStart:
     ok: bool
     error: str | None = None
     memory_bytes: int | None = None
+    kv_cache_tokens: float | None = None   # from vLLM's start-up log, with the two below
+    kv_cache_gib: float | None = None
+    weights_gib: float | None = None
 
 
 @dataclass
@@ -109,7 +112,8 @@ class ServerPool:
             self._started(ServerStart(config.name, time.monotonic() - t0, False, str(exc).splitlines()[0]))
             self._failed[config.name] = str(exc)
             raise
-        self._started(ServerStart(config.name, server.startup_s, True, memory_bytes=server.memory_bytes()))
+        self._started(ServerStart(config.name, server.startup_s, True, memory_bytes=server.memory_bytes(),
+                                  **server.startup_figures()))
         return server
 
     def _started(self, start: ServerStart) -> None:

@@ -262,7 +262,9 @@ class Report:
         rows = [[server_label(c), f"`{c.model}`", dev, "-" if c.server_memory_bytes is None
                  else f"{c.server_memory_bytes / 2**30:.2f} GiB",
                  "-" if c.kv_cache_tokens is None else f"{c.kv_cache_tokens:,.0f}"] for (dev, _), c in seen.items()]
-        return ["## Servers", ""] + table(["server", "model", "device", "memory", "KV cache tokens"], rows)
+        return ["## Servers", "", "Host memory is the resident memory of the server's processes; the KV cache's "
+                "capacity is what vLLM reports at start-up (a drafter with its own KV cache takes a share).", ""] + \
+            table(["server", "model", "device", "host memory", "KV cache tokens"], rows)
 
     def _lossless(self) -> list[str]:
         runs = [r for r in self.runs if r.lossless is not None]

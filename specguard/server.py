@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -205,6 +206,13 @@ class VLLMServer:
         except ProcessLookupError:
             pass
 
+    def startup_figures(self) -> dict[str, float | None]:
+        """What vLLM's log says about memory once the server is up (see :func:`startup_figures`)."""
+        try:
+            return startup_figures(self.log_path.read_text(encoding="utf-8", errors="replace"))
+        except OSError:
+            return startup_figures("")
+
     def memory_bytes(self) -> int | None:
         """Resident memory of the server's process group (CPU), or None when psutil is unavailable."""
         if self.proc is None:
@@ -245,3 +253,23 @@ def request_json(url: str, payload: dict[str, Any] | None = None, *, api_key: st
         req.add_header("Authorization", f"Bearer {api_key}")
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.loads(resp.read())
+
+
+# vLLM's start-up lines: "GPU KV cache size: 1,923,504 tokens" (or "CPU KV cache size: ..."),
+# "Available KV cache memory: 41.27 GiB", "Model loading took 0.26 GiB [memory] and 3.7 seconds".
+_STARTUP_FIGURES = {
+    "kv_cache_tokens": re.compile(r"KV cache size: ([\d,]+) tokens"),
+    "kv_cache_gib": re.compile(r"Available KV cache memory: ([\d.]+) GiB"),
+    "weights_gib": re.compile(r"Model loading took ([\d.]+) GiB"),
+}
+
+
+def startup_figures(log_text: str) -> dict[str, float | None]:
+    """The KV cache's capacity in tokens, the memory given to it and the weights' memory (GiB), as
+    vLLM logs them at start-up; the last such line counts (a restarted engine logs again), None
+    where the log has none (a CPU build logs no GiB figures)."""
+    out: dict[str, float | None] = {}
+    for key, pattern in _STARTUP_FIGURES.items():
+        found = pattern.findall(log_text)
+        out[key] = float(found[-1].replace(",", "")) if found else None
+    return out

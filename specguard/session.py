@@ -203,7 +203,8 @@ class SpecguardSession:
         start = next((st for st in reversed(self.pool.starts) if st.name == m.cell.server.name and st.ok), None)
         return {**m.extra_info(self.environment),
                 "server_startup_s": start.startup_s if start else None,
-                "server_memory_bytes": start.memory_bytes if start else None}
+                "server_memory_bytes": start.memory_bytes if start else None,
+                "kv_cache_tokens": start.kv_cache_tokens if start else None}
 
     def record(self, kind: str, data: dict[str, Any]) -> None:
         append_record(self.results_path, {"kind": kind, "time": now_iso(), "run": self.options.run_id,

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from specguard import server as server_mod
 from specguard.matrix import ServerConfig
-from specguard.server import HOST, ServerError, VLLMServer, build_argv, server_env
+from specguard.server import HOST, ServerError, VLLMServer, build_argv, server_env, startup_figures
 
 PLAIN = ServerConfig(name="baseline", model="org/model", dtype="float32", max_model_len=2048,
                      args=("--max-num-seqs", "8"))
@@ -286,3 +286,23 @@ def test_check_alive_reports_a_dead_server(fake_server: dict[str, Any], tmp_path
     finally:
         srv.stop()
     _assert_gone(pids)
+
+
+# --- memory figures from vLLM's start-up log -------------------------------------------------------
+
+GPU_LOG = """\
+(EngineCore pid=1864) INFO 11-29 06:17:22 [gpu_model_runner.py:5306] Model loading took 0.51 GiB memory and 2.371105 seconds
+(EngineCore pid=1864) INFO 11-29 06:18:30 [gpu_worker.py:538] Available KV cache memory: 40.76 GiB
+(EngineCore pid=1864) INFO 11-29 06:18:30 [kv_cache_utils.py:2146] GPU KV cache size: 949,840 tokens
+"""
+CPU_LOG = ("(EngineCore pid=8741) INFO 11-29 07:18:58 [kv_cache_utils.py:2327] CPU KV cache size: 95,360 tokens, "
+           "Maximum concurrency for 2,048 tokens per request: 46.56x\n")
+
+
+def test_startup_figures_from_real_log_lines() -> None:
+    assert startup_figures(GPU_LOG) == {"kv_cache_tokens": 949_840.0, "kv_cache_gib": 40.76, "weights_gib": 0.51}
+    assert startup_figures(CPU_LOG) == {"kv_cache_tokens": 95_360.0, "kv_cache_gib": None, "weights_gib": None}
+    assert startup_figures("") == {"kv_cache_tokens": None, "kv_cache_gib": None, "weights_gib": None}
+    # an engine that restarted logs again: the last figure is the one serving
+    again = GPU_LOG + GPU_LOG.replace("949,840", "1,000").replace("40.76", "1.5")
+    assert startup_figures(again)["kv_cache_tokens"] == 1000.0 and startup_figures(again)["kv_cache_gib"] == 1.5
