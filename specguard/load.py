@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -217,6 +219,31 @@ async def run_load(spec: LoadSpec, prompts: Sequence[Prompt],
         await asyncio.gather(*(worker() for _ in range(min(spec.concurrency, total))))
         duration = time.perf_counter() - t0
     return RoundResult(tuple(results), duration, spec.concurrency)
+
+
+T = TypeVar("T")
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run``, except that Ctrl-C always ends it with KeyboardInterrupt.
+
+    Since Python 3.11 asyncio turns the first SIGINT into a cancellation of the main task and
+    raises KeyboardInterrupt only if that cancellation comes back out; a library that swallows it
+    somewhere down the stack makes the run return normally and the interrupt is lost (pytest then
+    goes on measuring). Here SIGINT raises KeyboardInterrupt where the main thread is, as the
+    default handler does; asyncio then cancels the remaining tasks and closes the loop."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return asyncio.run(coro)   # someone else handles SIGINT here
+    signal.signal(signal.SIGINT, _interrupt)
+    try:
+        return asyncio.run(coro)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def round_prompts(prompts: Sequence[Prompt], count: int) -> list[Prompt]:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from specguard.baselines import CellBaseline
-from specguard.load import LoadSpec, RoundResult, run_load
+from specguard.load import LoadSpec, RoundResult, run_load, run_sync
 from specguard.matrix import Cell
 from specguard.metrics import Acceptance, MetricsError, acceptance, spec_counters
 from specguard.prompts import Prompt
@@ -161,7 +160,7 @@ def run_round(cell: Cell, server: Server, prompts: list[Prompt], *, model: str, 
                     api_key=api_key, request_timeout_s=request_timeout_s, ignore_eos=ignore_eos)
     speculative = cell.server.is_speculative
     before = spec_counters(server.base_url, api_key=api_key, server_name=cell.server.name) if speculative else None
-    result = asyncio.run(run_load(spec, prompts, on_done=on_done))
+    result = run_sync(run_load(spec, prompts, on_done=on_done))
     if result.failed:
         # A dead server says more (exit code, log tail) than its failed requests; its supervisor
         # needs a moment to take the rest of the process group down and exit.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 import sys
@@ -15,7 +14,7 @@ from specguard.baselines import (BaselineFile, CellBaseline, MetricBaseline, bas
                                  detect_profile, device_description, load_baseline, write_baseline)
 from specguard.distributed import device_env
 from specguard.errors import InputError
-from specguard.load import round_prompts
+from specguard.load import round_prompts, run_sync
 from specguard.matrix import Cell, Matrix, ServerConfig, load_matrix
 from specguard.pool import ServerPool
 from specguard.prompts import Prompt, load_prompts
@@ -245,7 +244,7 @@ class SpecguardSession:
             return cache[key]
         server = server or self.pool.get(config)
         ls = self.matrix.lossless
-        out = asyncio.run(greedy_outputs(server.base_url, self.served_model(server, config),
+        out = run_sync(greedy_outputs(server.base_url, self.served_model(server, config),
                                          prompts if prompts is not None else self.lossless_prompt_set(),
                                          concurrency=concurrency, max_tokens=ls.max_tokens,
                                          top_logprobs=ls.top_logprobs, seed=ls.seed, api_key=self.api_key or None,

@@ -75,7 +75,8 @@ class InnerRun:
                str(ROOT / "tests" / "test_throughput.py"), *extra]
         with open(self.out_path, "w") as out:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True,
-                                         env={**os.environ, **(env or {})}, start_new_session=True)
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                                         start_new_session=True)
         self.seen: dict[int, str] = {}
 
     @property

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import threading
+import time
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from specguard.load import LoadSpec, RequestResult, RoundResult, chat_payload, round_prompts
+from specguard.load import LoadSpec, RequestResult, RoundResult, chat_payload, round_prompts, run_sync
 from specguard.prompts import Prompt
 
 PROPS = settings(max_examples=50, deadline=None)
@@ -118,3 +124,37 @@ def test_chat_payload() -> None:
         "model": "ngram4", "messages": msgs, "max_tokens": 32, "temperature": 0.0, "seed": 0, "stream": True,
         "stream_options": {"include_usage": True}, "ignore_eos": True,
     }  # fmt: skip
+
+
+# --- Ctrl-C during a round ---------------------------------------------------------------------------
+
+def test_sigint_during_a_round_is_never_swallowed() -> None:
+    """A coroutine that eats its cancellation (as a library deep in the stack can) would make
+    asyncio.run return normally after Ctrl-C; run_sync raises KeyboardInterrupt all the same and
+    puts the default handler back."""
+    async def swallows_cancellation() -> str:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            pass
+        return "finished as if nothing happened"
+
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_sync(swallows_cancellation())
+    finally:
+        timer.cancel()
+    assert time.monotonic() - t0 < 5
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_run_sync_returns_the_result() -> None:
+    async def value() -> int:
+        await asyncio.sleep(0)
+        return 42
+
+    assert run_sync(value()) == 42
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
