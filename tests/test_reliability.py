@@ -62,6 +62,12 @@ max_rounds = 2
     return path
 
 
+def _default_sigint() -> None:
+    """A command started in the background by a non-interactive shell (`cmd &`, nohup) ignores
+    SIGINT, and the ignoring is inherited: the inner pytest would not see Ctrl-C at all."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class InnerRun:
     """An inner pytest whose process tree (supervisors, API servers, engine cores) is recorded while
     it runs, so that afterwards every one of those processes can be checked for being gone."""
@@ -76,7 +82,7 @@ class InnerRun:
         with open(self.out_path, "w") as out:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True,
                                          env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-                                         start_new_session=True)
+                                         start_new_session=True, preexec_fn=_default_sigint)
         self.seen: dict[int, str] = {}
 
     @property
