@@ -2,7 +2,9 @@
 
     python -m specguard report results/benchmark.json --out results/report
     python -m specguard ab old/benchmark.json new/benchmark.json --tolerance 0.1
+    python -m specguard upgrade .venv-old/bin/python .venv-new/bin/python --matrix M.toml --categories coding
     python -m specguard model smollm2-135m-instruct
+    python -m specguard model smollm2-135m-as-10b
 
 A command is a module function ``add_parser(subparsers)`` that sets ``func(args) -> exit code``;
 add one to ``build_parser``.
@@ -14,13 +16,14 @@ import argparse
 import sys
 from typing import Any
 
-from specguard import ab, report
+from specguard import ab, report, upgrade
 from specguard.errors import SpecguardError
 
 
 def _add_model(sub: Any) -> None:
     p = sub.add_parser("model", help="Print the local folder of a builtin model, converting it on first use.")
-    p.add_argument("name", metavar="NAME", help="e.g. smollm2-135m-instruct (or builtin:smollm2-135m-instruct)")
+    p.add_argument("name", metavar="NAME", help="e.g. smollm2-135m-instruct (or builtin:smollm2-135m-instruct); "
+                   "smollm2-135m-as-10b is the same function padded to ~22 GB in bf16, built on first use")
     p.set_defaults(func=_run_model)
 
 
@@ -39,6 +42,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, Any]:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     report.add_parser(sub)
     ab.add_parser(sub)
+    upgrade.add_parser(sub)
     _add_model(sub)
     return parser, sub
 

@@ -24,7 +24,7 @@ from typing import Any
 from specguard.errors import InputError
 
 VERSION = 1
-SCALAR_METRICS = ("output_throughput", "speedup", "acceptance_length", "acceptance_rate")
+SCALAR_METRICS = ("output_throughput", "speedup", "acceptance_length", "acceptance_rate", "step_cost")
 LIST_METRICS = ("per_position_acceptance",)
 _CELL_KEYS = {"server", "concurrency", "category", "metrics", "aggregation", "note"}
 _METRIC_KEYS = {"value", "ci_low", "ci_high", "rounds", "aggregation", "note"}

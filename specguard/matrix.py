@@ -41,16 +41,19 @@ MARKERS = ("cpu", "gpu")
 _SERVER_KEYS = {
     "name", "model", "dtype", "max_model_len", "args", "env", "speculative_config",
     "baseline", "trust_remote_code", "enable_prefix_caching", "startup_timeout_s",
-    "tensor_parallel_size", "perf", "lossless", "min_acceptance_length",
+    "tensor_parallel_size", "perf", "lossless", "min_acceptance_length", "min_speedup",
 }
 _WORKLOAD_KEYS = {
     "prompts", "categories", "concurrency", "max_tokens", "num_prompts",
     "warmup_requests", "rounds", "max_rounds", "request_timeout_s", "ignore_eos",
+    "pairing", "confidence", "warmup_rel", "warmup_max_rounds", "requests_per_concurrency",
 }
+_PAIRINGS = ("interleaved", "sequential")
+_GATE_KEYS = {"rerun", "acceptance_drop", "slowdown"}
 _LOSSLESS_KEYS = {"prompts", "num_prompts", "max_tokens", "top_logprobs", "near_tie_margin",
                   "min_exact_match", "seed", "hypothesis_examples"}
 _TOP_KEYS = {"version", "name", "id_prefix", "marker", "description", "defaults", "servers",
-             "workload", "tolerances", "lossless"}
+             "workload", "tolerances", "lossless", "reference_profile", "gate_checks"}
 _TOLERANCE_METRICS = ("output_throughput", "speedup", "acceptance_length", "acceptance_rate",
                       "per_position_acceptance")
 _LOSSLESS_MODES = ("strict", "diagnostic", "off")
@@ -75,6 +78,18 @@ class ServerConfig:
     perf: bool = True                       # has performance cells
     lossless: str = "strict"                # strict | diagnostic | off
     min_acceptance_length: float | None = None  # sanity floor, e.g. 4.5 of 5 for a self-draft
+    # "Does it still pay": ((concurrency or 0, category or ""), floor) from the most general to
+    # the most specific; a same-run check that needs no baseline.
+    min_speedup: tuple[tuple[tuple[int, str], float], ...] = ()
+
+    def speedup_floor(self, concurrency: int, category: str) -> float | None:
+        """The most specific ``min_speedup`` for a cell: category at this concurrency, then the
+        concurrency, then the server's plain number; None where none is set."""
+        found: dict[tuple[int, str], float] = dict(self.min_speedup)
+        for key in ((concurrency, category), (concurrency, ""), (0, "")):
+            if key in found:
+                return found[key]
+        return None
 
     @property
     def is_speculative(self) -> bool:
@@ -102,6 +117,16 @@ class Workload:
     max_rounds: int = 6           # cap for extra rounds when the verdict is UNKNOWN
     request_timeout_s: float = 600.0
     ignore_eos: bool = True       # equal output lengths, as `vllm bench serve` does
+    # interleaved: a speculative cell's rounds alternate with its plain server's (both live);
+    # sequential: the plain cell's own rounds are the reference (one server at a time).
+    pairing: str = "interleaved"
+    confidence: float = 0.95      # of the whole sequential decision (see specguard/decision.py)
+    warmup_rel: float = 0.05      # a server is warm when two warm-up rounds agree within this
+    warmup_max_rounds: int = 5
+    requests_per_concurrency: int = 4   # a round sends >= this × concurrency requests (steady state)
+
+    def requests_per_round(self, concurrency: int) -> int:
+        return max(self.num_prompts, self.requests_per_concurrency * concurrency)
 
 
 @dataclass(frozen=True)
@@ -114,6 +139,15 @@ class LosslessSettings:
     min_exact_match: float = 0.9
     seed: int = 0
     hypothesis_examples: int = 0   # generated-prompt examples; needs room for two servers at once
+
+
+@dataclass(frozen=True)
+class GateChecks:
+    """Real checks of the gate itself (``tests/test_gate.py``), by server name; empty = not run."""
+
+    rerun: str | None = None                          # measured twice: must not be REGRESSED
+    acceptance_drop: tuple[str, str] | None = None    # (candidate, better): candidate's acceptance REGRESSED
+    slowdown: tuple[str, str] | None = None           # (candidate, faster): candidate's speedup REGRESSED
 
 
 @dataclass(frozen=True)
@@ -137,6 +171,8 @@ class Matrix:
     tolerances: dict[str, Tolerance] = field(default_factory=dict)
     lossless: LosslessSettings = LosslessSettings()
     description: str = ""
+    reference_profile: str | None = None   # whose baseline file judges portable figures elsewhere
+    gate_checks: GateChecks = GateChecks()
 
     def server(self, name: str) -> ServerConfig:
         for server in self.servers:
@@ -223,8 +259,13 @@ def parse_matrix(raw: dict[str, Any], path: Path) -> Matrix:
         tolerances[metric] = Tolerance.parse(tol, path=p, field=f"tolerances.{metric}")
     lossless = _parse_lossless(_get(raw, "lossless", dict, p, "lossless", default={}), p)
 
+    reference = _get(raw, "reference_profile", str, p, "reference_profile", default=None)
+    if reference is not None and (not reference or "/" in reference or reference.startswith(".")):
+        raise InputError(p, "reference_profile", f"expected a profile name such as 'cpu-amd-epyc-2c', got {reference!r}")
+    gate = _parse_gate(_get(raw, "gate_checks", dict, p, "gate_checks", default={}), p, names)
     matrix = Matrix(path=path, name=name, id_prefix=id_prefix, marker=marker, servers=servers,
-                    workload=workload, tolerances=tolerances, lossless=lossless, description=description)
+                    workload=workload, tolerances=tolerances, lossless=lossless, description=description,
+                    reference_profile=reference, gate_checks=gate)
     for i, server in enumerate(servers):
         if server.baseline is not None:
             if server.baseline not in names:
@@ -292,7 +333,59 @@ def _parse_server(defaults: dict[str, Any], raw: Any, p: str, where: str) -> Ser
         perf=get("perf", bool, True),
         lossless=lossless,
         min_acceptance_length=_opt_float(floor),
+        min_speedup=_parse_min_speedup(get("min_speedup", (int, float, dict), None), p, f"{where}.min_speedup"),
     )
+
+
+def _parse_min_speedup(raw: Any, p: str, where: str) -> tuple[tuple[tuple[int, str], float], ...]:
+    """``1.1`` | ``{ c1 = 1.1 }`` | ``{ c1 = { coding = 1.2, rag = 1.3 } }`` (values > 0)."""
+    if raw is None:
+        return ()
+
+    def value(v: Any, at: str) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise InputError(p, at, f"expected a speedup > 0 such as 1.1, got {v!r}")
+        return float(v)
+
+    if not isinstance(raw, dict):
+        return (((0, ""), value(raw, where)),)
+    out: list[tuple[tuple[int, str], float]] = []
+    for key, v in raw.items():
+        at = f"{where}.{key}"
+        if not (key.startswith("c") and key[1:].isdigit() and int(key[1:]) > 0):
+            raise InputError(p, at, "expected a concurrency key such as c1 or c16")
+        conc = int(key[1:])
+        if isinstance(v, dict):
+            if not v:
+                raise InputError(p, at, "expected a number or a table of category = number")
+            out.extend(((conc, cat), value(x, f"{at}.{cat}")) for cat, x in v.items())
+        else:
+            out.append(((conc, ""), value(v, at)))
+    return tuple(sorted(out))
+
+
+def _parse_gate(raw: dict[str, Any], p: str, names: list[str]) -> GateChecks:
+    _no_unknown(raw, _GATE_KEYS, p, "gate_checks")
+
+    def server(v: Any, at: str) -> str:
+        if not isinstance(v, str) or v not in names:
+            raise InputError(p, at, f"expected a server name of this matrix ({', '.join(names)}), got {v!r}")
+        return v
+
+    def two(key: str) -> tuple[str, str] | None:
+        v = raw.get(key)
+        if v is None:
+            return None
+        if not isinstance(v, list) or len(v) != 2:
+            raise InputError(p, f"gate_checks.{key}", f"expected [candidate, reference], got {v!r}")
+        pair = (server(v[0], f"gate_checks.{key}[0]"), server(v[1], f"gate_checks.{key}[1]"))
+        if pair[0] == pair[1]:
+            raise InputError(p, f"gate_checks.{key}", "candidate and reference must differ")
+        return pair
+
+    rerun = raw.get("rerun")
+    return GateChecks(rerun=None if rerun is None else server(rerun, "gate_checks.rerun"),
+                      acceptance_drop=two("acceptance_drop"), slowdown=two("slowdown"))
 
 
 def _parse_workload(raw: dict[str, Any], p: str) -> Workload:
@@ -318,7 +411,20 @@ def _parse_workload(raw: dict[str, Any], p: str) -> Workload:
         max_rounds=get("max_rounds", int, 6),
         request_timeout_s=float(get("request_timeout_s", (int, float), 600.0)),
         ignore_eos=get("ignore_eos", bool, True),
+        pairing=get("pairing", str, "interleaved"),
+        confidence=float(get("confidence", (int, float), 0.95)),
+        warmup_rel=float(get("warmup_rel", (int, float), 0.05)),
+        warmup_max_rounds=get("warmup_max_rounds", int, 5),
+        requests_per_concurrency=get("requests_per_concurrency", int, 4),
     )
+    if w.pairing not in _PAIRINGS:
+        raise InputError(p, "workload.pairing", f"expected one of {_PAIRINGS}, got {w.pairing!r}")
+    if not 0.5 <= w.confidence < 1:
+        raise InputError(p, "workload.confidence", f"expected a fraction in [0.5, 1) such as 0.95, got {w.confidence}")
+    if not 0 < w.warmup_rel < 1:
+        raise InputError(p, "workload.warmup_rel", f"expected a fraction in (0, 1) such as 0.05, got {w.warmup_rel}")
+    for key in ("warmup_max_rounds", "requests_per_concurrency"):
+        _positive(getattr(w, key), p, f"workload.{key}")
     for key in ("max_tokens", "num_prompts", "rounds", "max_rounds", "request_timeout_s"):
         _positive(getattr(w, key), p, f"workload.{key}")
     if w.warmup_requests < 0:

@@ -19,6 +19,7 @@ import pytest
 from specguard.aggregate import aggregate_cases
 from specguard.distributed import make_scheduler, worker_slot, write_merged
 from specguard.errors import SpecguardError
+from specguard.gate import gate_cases, group_server
 from specguard.results import read_records
 from specguard.lossless import lossless_cases, lossless_pairs
 from specguard.matrix import Cell
@@ -31,8 +32,8 @@ ERROR_KEY = pytest.StashKey[str]()
 # Within one server's cells: throughput (measures) before speedup and acceptance (judge), lossless last.
 # A two-server generated-prompt test comes first in its speculative server's group, while the plain
 # server (the group before) is still live.
-_KIND_ORDER = {"generated": -1, "throughput": 0, "speedup": 1, "acceptance": 2, "aggregate": 2.5, "lossless": 3,
-               "security": 4}
+_KIND_ORDER = {"generated": -1, "throughput": 0, "speedup": 1, "acceptance": 2, "aggregate": 2.5, "gate": 2.7,
+               "lossless": 3, "security": 4}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -40,8 +41,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--matrix", metavar="PATH", type=Path, default=None,
                     help="Matrix TOML of servers and workloads. Default: tiny-gpu.toml with a CUDA vLLM "
                          "and a GPU, else the embedded fixtures/matrices/tiny-cpu.toml.")
-    group.addoption("--vllm-url", metavar="URL", default=None,
-                    help="Measure this already-running server instead of starting one. Default: %(default)r")
+    group.addoption("--vllm-url", metavar="[NAME=]URL", action="append", default=[],
+                    help="Measure already-running servers instead of starting them: NAME=URL for the matrix's "
+                         "server NAME (repeat per server), or one URL for every server (then speedup and "
+                         "lossless are skipped: a server would be compared with itself). Default: none")
     group.addoption("--api-key", metavar="KEY", default=os.environ.get("SPECGUARD_API_KEY"),
                     help="API key for the servers (default: $SPECGUARD_API_KEY, else a fresh random key "
                          "per session for the servers the suite starts).")
@@ -88,7 +91,7 @@ def pytest_configure(config: pytest.Config) -> None:
         results_dir=config.getoption("results_dir"),
         profile=config.getoption("baseline_profile"),
         update_baselines=config.getoption("update_baselines"),
-        vllm_url=config.getoption("vllm_url"),
+        vllm_urls=tuple(config.getoption("vllm_url") or ()),
         api_key=config.getoption("api_key"),
         rounds=config.getoption("rounds"),
         categories=config.getoption("categories"),
@@ -138,6 +141,7 @@ def _server_groups(s: SpecguardSession) -> dict[str, str]:
     groups.update({f"{s.matrix.id_prefix}-{p[1].name}-generated": _family(s, p[1]) for p in lossless_pairs(s.matrix)})
     groups.update({f"{s.matrix.id_prefix}-{c.name}": _family(s, c) for c in s.matrix.server_order()})
     groups.update({c.id: _family(s, c.server) for c in aggregate_cases(s.matrix)})
+    groups.update({g.id: _family(s, s.matrix.server(group_server(g, s.matrix))) for g in gate_cases(s.matrix, s.categories)})
     return groups
 
 
@@ -153,7 +157,7 @@ def pytest_runtestloop(session: pytest.Session) -> None:
     s = session.config.stash.get(SESSION_KEY, None)
     if s is None or session.config.option.collectonly or _skip_reason(s):
         return
-    needs = ("cell", "lossless_case", "lossless_pair")
+    needs = ("cell", "lossless_case", "lossless_pair", "gate_case")
     if any(name in item.fixturenames for item in session.items for name in needs):
         try:
             _ = s.prompts
@@ -180,8 +184,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         aggs = aggregate_cases(s.matrix)
         metafunc.parametrize("aggregate_case", [_param(a, a.id, _family(s, a.server), s.matrix.marker) for a in aggs])
     if "server_config" in metafunc.fixturenames:
-        metafunc.parametrize("server_config", [_param(c, f"{s.matrix.id_prefix}-{c.name}", _family(s, c), s.matrix.marker)
+        # Only servers with performance cells carry the matrix's marker: `-m cpu` must not start a
+        # lossless-only server just to check its sockets (the full test command checks them all).
+        metafunc.parametrize("server_config", [_param(c, f"{s.matrix.id_prefix}-{c.name}", _family(s, c),
+                                                      s.matrix.marker if c.perf else None)
                                                for c in s.matrix.server_order()])
+    if "gate_case" in metafunc.fixturenames:
+        cases = gate_cases(s.matrix, s.categories)
+        metafunc.parametrize("gate_case", [_param(g, g.id, _family(s, s.matrix.server(group_server(g, s.matrix))), None)
+                                           for g in cases])
     if "lossless_pair" in metafunc.fixturenames:
         pairs = lossless_pairs(s.matrix)
         metafunc.parametrize("lossless_pair", [_param(p, f"{s.matrix.id_prefix}-{p[1].name}-generated",
@@ -207,6 +218,9 @@ def _order_key(s: SpecguardSession, item: pytest.Item) -> tuple[Any, ...]:
     elif "lossless_pair" in params:
         value, kind = params["lossless_pair"], "generated"
         server = value[1].name
+    elif "gate_case" in params:
+        value, kind = params["gate_case"], "gate"
+        server = group_server(value, s.matrix)
     elif "server_config" in params:
         value, kind = params["server_config"], "security"
         server = value.name
@@ -226,7 +240,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if reason:
         for item in items:
             if any(name in item.fixturenames
-                   for name in ("cell", "aggregate_case", "lossless_case", "lossless_pair")):
+                   for name in ("cell", "aggregate_case", "lossless_case", "lossless_pair", "gate_case")):
                 item.add_marker(pytest.mark.skip(reason=reason))
 
 
@@ -242,7 +256,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def _skip_reason(s: SpecguardSession) -> str | None:
-    if s.options.vllm_url:
+    if s.options.vllm_urls:
         return None
     dist = vllm_distribution()
     if s.matrix.marker == "gpu" and not cuda_vllm_available():
@@ -343,9 +357,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             sp_text = "-" if sp is None else f"{sp:.2f} [{ci[0]:.2f},{ci[1]:.2f}]"
             tr.write_line(f"{r['cell']:<40} {r['output_throughput']:>8.1f} {sp_text:>18} "
                           f"{'-' if acc is None else f'{acc:.2f}':>11} {r['rounds']:>6}  "
-                          f"{r.get('verdict') or 'no baseline'}")
+                          f"{_verdict_text(r)}")
             for w in r.get("warnings", []):
                 tr.write_line(f"  warning: {w}")
+    if cells:
+        tr.write_line(judged_line(s, cells))
     for r in records:
         if r["kind"] == "lossless":
             tr.write_line(f"lossless {r['case']}: {r['compared']} prompts, {r['identical']} identical, "
@@ -354,3 +370,36 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     note = config.stash.get(ERROR_KEY, None)
     if note:
         tr.write_line(note)
+
+
+def _verdict_text(r: dict[str, Any]) -> str:
+    verdict = r.get("verdict") or "no baseline"
+    against = r.get("judged_against") or []
+    advisory = r.get("advisory") or {}
+    parts = [verdict] + [f"vs {', '.join(against)}"] * bool(against)
+    if advisory:
+        parts.append("(advisory: " + ", ".join(f"{k} {v}" for k, v in sorted(advisory.items())) + ")")
+    return " ".join(parts)
+
+
+def judged_line(s: SpecguardSession, cells: list[dict[str, Any]]) -> str:
+    """How many cells were judged, against which profile, how many comparisons were advisory, and
+    what --update-baselines would pin."""
+    own = sum(s.profile in (r.get("judged_against") or []) for r in cells)
+    ref = s.matrix.reference_profile
+    by_ref = sum(ref is not None and ref != s.profile and ref in (r.get("judged_against") or []) for r in cells)
+    floor_only = sum(bool(r.get("verdicts")) and not r.get("judged_against") for r in cells)
+    none = sum(not r.get("verdicts") for r in cells)
+    advisory = sum(len(r.get("advisory") or {}) for r in cells)
+    spec = [r for r in cells if r.get("method") not in (None, "none")]
+    spec_judged = sum(bool(r.get("verdicts")) for r in spec)
+    path = s.options.baseline_dir / s.profile / f"{s.matrix.name}.json"
+    parts = [f"judged {len(cells) - none} of {len(cells)} cells ({spec_judged} of {len(spec)} speculative): "
+             f"{own} against {s.profile} (this machine)"]
+    if ref is not None and ref != s.profile:
+        parts.append(f"{by_ref} against the reference {ref} (portable figures only)")
+    parts.append(f"{floor_only} by min_speedup alone")
+    parts.append(f"{advisory} advisory comparisons")
+    pinned = "" if s.options.update_baselines else "would pin"
+    return ("; ".join(parts) + f". --update-baselines {pinned or 'pinned'} {len(cells)} cells into {path}"
+            + ("" if s.options.update_baselines else f" ({sum(not r.get('judged_against') or s.profile not in r['judged_against'] for r in cells)} not yet there)"))

@@ -1,8 +1,11 @@
-"""At most one live vLLM server at a time (one GPU holds one server).
+"""The live vLLM servers: at most ``capacity`` at a time (two: a plain server and the speculative
+server whose rounds alternate with it), each started once per session.
 
-The plugin orders the tests so that every cell of one server config runs together; asking the
-pool for another config stops the live server (whole process group) before starting the next.
-With ``--vllm-url`` the pool hands out the already-running server and starts nothing.
+The plugin orders the tests so that every cell of one server family runs together; asking the
+pool for another config stops the server used longest ago (whole process group) first. Servers
+start one after the other, never at once (vLLM's start-up memory profiling on a GPU fails when
+another process allocates meanwhile). With ``--vllm-url`` the pool hands out already-running
+servers, one URL per server name, and starts nothing.
 """
 
 from __future__ import annotations
@@ -48,55 +51,72 @@ class ExternalServer:
 
 @dataclass
 class ServerPool:
+    """Up to ``capacity`` live servers; asking for another stops the one used longest ago that the
+    caller does not also need. ``pair`` keeps a plain and a speculative server live together, so
+    their rounds can alternate."""
+
     log_dir: Path
     api_key: str | None = None
-    external_url: str | None = None
+    external_urls: dict[str, str] = field(default_factory=dict)   # server name (or "*") -> URL
     starts: list[ServerStart] = field(default_factory=list)
     device_env: dict[str, dict[str, str]] = field(default_factory=dict)   # per server: this worker's devices
     on_start: Callable[[ServerStart], None] | None = None                 # told of every start, failed or not
-    _live: VLLMServer | None = None
-    _companion: VLLMServer | None = None   # a second server, only while a test needs two at once
+    capacity: int = 2
+    _live: dict[str, VLLMServer] = field(default_factory=dict)   # least recently used first
     _failed: dict[str, str] = field(default_factory=dict)
 
-    def get(self, config: ServerConfig) -> VLLMServer | ExternalServer:
-        """The running server for ``config``, starting it (and stopping any other) if needed."""
-        if self.external_url is not None:
-            return ExternalServer(self.external_url.rstrip("/"), config)
-        if self._companion is not None and self._companion.config == config:
-            # The partner started for a two-server test becomes the live server: no second start.
-            old, self._live, self._companion = self._live, self._companion, None
-            if old is not None:
-                old.stop()
-        live = self._live
+    @property
+    def external(self) -> bool:
+        return bool(self.external_urls)
+
+    def external_url(self, config: ServerConfig) -> str | None:
+        return self.external_urls.get(config.name, self.external_urls.get("*"))
+
+    def get(self, config: ServerConfig, keep: tuple[ServerConfig, ...] = ()) -> VLLMServer | ExternalServer:
+        """The running server for ``config``, starting it if needed; servers in ``keep`` stay live."""
+        if self.external:
+            url = self.external_url(config)
+            if url is None:
+                raise ServerError(f"--vllm-url names no URL for server {config.name!r} "
+                                  f"(given: {', '.join(sorted(self.external_urls))}); add {config.name}=URL")
+            return ExternalServer(url.rstrip("/"), config)
+        live = self._live.get(config.name)
         if live is not None and live.config == config:
             if live.proc is not None and live.proc.poll() is None:
+                self._live[config.name] = self._live.pop(config.name)   # most recently used
                 return live
             # It died: take down what is left of its group, record why, fail with the log tail.
-            self._live = None
+            del self._live[config.name]
             code = live.proc.returncode if live.proc else "?"
             live.stop()
             self._failed[config.name] = f"died with exit code {code}"
             raise ServerError(f"vLLM server {config.name!r} died with exit code {code}; log tail:\n"
                               f"{live.log_tail()}")
-        self.stop()
-        self._live = self._start(config)
-        return self._live
+        keep_names = {k.name for k in keep}
+        for name in list(self._live):
+            if len(self._live) < self.capacity:
+                break
+            if name not in keep_names:
+                self._live.pop(name).stop()
+        if len(self._live) >= self.capacity:
+            raise ServerError(f"cannot start {config.name!r}: {len(self._live)} servers live, capacity {self.capacity}")
+        server = self._start(config)
+        self._live[config.name] = server
+        return server
 
     def pair(self, plain: ServerConfig, spec: ServerConfig) -> tuple[VLLMServer | ExternalServer,
                                                                       VLLMServer | ExternalServer]:
-        """Both servers live at once (for generated-prompt comparisons on machines with room for two).
-
-        The one already live stays; the other starts beside it as a companion, which a later
-        ``get`` of its config promotes to the live server without starting it again.
-        """
-        if self.external_url is not None:
-            raise ServerError("two-server tests need servers the suite starts; --vllm-url gives only one")
-        live = self.get(plain) if self._live is None or self._live.config not in (plain, spec) else self._live
-        other = spec if live.config == plain else plain
-        if self._companion is None or self._companion.config != other:
-            self._stop_companion()
-            self._companion = self._start(other)
-        return (live, self._companion) if live.config == plain else (self._companion, live)
+        """Both servers live at once (started one after the other, never together)."""
+        if self.external:
+            a, b = self.external_url(plain), self.external_url(spec)
+            if a is not None and a == b:
+                raise ServerError(f"--vllm-url gives one URL for {plain.name!r} and {spec.name!r}: a server "
+                                  "compared with itself; pass one URL per server as NAME=URL")
+        elif self.capacity < 2:
+            raise ServerError(f"pairing {plain.name!r} with {spec.name!r} needs two live servers; capacity is 1")
+        first = self.get(plain, keep=(spec,))
+        second = self.get(spec, keep=(plain,))
+        return first, second
 
     def _start(self, config: ServerConfig) -> VLLMServer:
         # Do not spend another start-up timeout on a config that already failed this session.
@@ -121,17 +141,7 @@ class ServerPool:
         if self.on_start is not None:
             self.on_start(start)
 
-    def _stop_companion(self) -> None:
-        if self._companion is not None:
-            companion, self._companion = self._companion, None
-            companion.stop()
-
     def stop(self) -> None:
-        self._stop_companion()
-        if self._live is not None:
-            live, self._live = self._live, None
-            live.stop()
-
-    @property
-    def started(self) -> int:
-        return sum(s.ok for s in self.starts)
+        while self._live:
+            _, server = self._live.popitem()
+            server.stop()

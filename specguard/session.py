@@ -20,9 +20,11 @@ from specguard.pool import ServerPool
 from specguard.prompts import Prompt, load_prompts
 from specguard.lossless import Greedy, LosslessReport, greedy_outputs, lossless_prompts
 from specguard.results import append_record, environment, now_iso, write_json_atomic
-from specguard.runner import CellMeasurement, RoundSample, judge_cell, run_round
+from specguard.decision import Sequential
+from specguard.judge import choose, deciding, judge_metrics
+from specguard.runner import CellMeasurement, Pair, RoundSample, pair_order, run_round
 from specguard.server import request_json, vllm_distribution
-from specguard.verdict import more_rounds_needed
+from specguard.verdict import Verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 MATRICES = ROOT / "fixtures" / "matrices"
@@ -50,7 +52,7 @@ class Options:
     results_dir: Path
     profile: str | None = None
     update_baselines: bool = False
-    vllm_url: str | None = None
+    vllm_urls: tuple[str, ...] = ()            # "URL" (every server) or "NAME=URL", from --vllm-url
     api_key: str | None = None
     rounds: int | None = None
     benchmark_json: Path | None = None
@@ -71,6 +73,7 @@ class SpecguardSession:
     pool: ServerPool
     baseline: BaselineFile | None
     stored_aggregates: dict[str, StoredAggregate]   # the baseline's `aggregates`, by aggregate id
+    reference: BaselineFile | None = None           # the matrix's reference_profile file (another machine's)
     environment: dict[str, Any] = field(default_factory=dict)
     measurements: dict[str, CellMeasurement] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)   # per-feature session state (lossless refs)
@@ -95,9 +98,16 @@ class SpecguardSession:
         profile = options.profile or detect_profile(use_gpu)
         device = device_description(use_gpu)
         # A fresh key per session unless the user gives one (needed with --vllm-url if that server has one).
-        api_key = options.api_key or (None if options.vllm_url else secrets.token_hex(16))
+        api_key = options.api_key or (None if options.vllm_urls else secrets.token_hex(16))
         log_dir = options.results_dir / "logs"
         baseline = load_baseline(baseline_path(options.baseline_dir, profile, matrix.name))
+        reference = None
+        if matrix.reference_profile is not None and matrix.reference_profile != profile:
+            ref_path = baseline_path(options.baseline_dir, matrix.reference_profile, matrix.name)
+            reference = load_baseline(ref_path)
+            if reference is None:
+                raise InputError(matrix.path, "reference_profile",
+                                 f"names {matrix.reference_profile!r}, but {ref_path} does not exist")
         # Parsed here, so a malformed `aggregates` section is a usage error before any server starts.
         stored_aggregates = ({} if baseline is None else
                              parse_aggregates(baseline.aggregates, baseline.path, matrix.id_prefix))
@@ -107,9 +117,9 @@ class SpecguardSession:
                                   use_gpu=use_gpu) for s in matrix.servers} if count > 1 else {}
         session = cls(options=options, matrix=matrix, categories=categories, loaded_prompts=prompts,
                       profile=profile, device=device, api_key=api_key or "",
-                      pool=ServerPool(log_dir=log_dir, api_key=api_key, external_url=options.vllm_url,
-                                      device_env=env),
-                      baseline=baseline, stored_aggregates=stored_aggregates,
+                      pool=ServerPool(log_dir=log_dir, api_key=api_key, external_urls=_urls(options.vllm_urls),
+                                      device_env=env, capacity=2 if w.pairing == "interleaved" else 1),
+                      baseline=baseline, stored_aggregates=stored_aggregates, reference=reference,
                       environment=environment(device, profile))
         session.pool.on_start = lambda st: session.record("server", asdict(st))
         return session
@@ -153,49 +163,140 @@ class SpecguardSession:
                     if c.server == base and c.concurrency == cell.concurrency and c.category == cell.category)
 
     def served_model(self, server: Any, config: ServerConfig) -> str:
-        if self.options.vllm_url is None:
+        if not self.options.vllm_urls:
             return config.name
         models = request_json(f"{server.base_url}/v1/models", api_key=self.api_key or None)
         return str(models["data"][0]["id"])
 
-    def measure(self, cell: Cell, run_rounds: Callable[[Callable[[], RoundSample], int], list[RoundSample]]
-                ) -> CellMeasurement:
-        """Measure ``cell`` (once per session) with ``run_rounds(one_round, n)`` doing the rounds.
+    def sequential(self) -> Sequential:
+        rounds, max_rounds = self.rounds()
+        return Sequential(rounds, max_rounds, self.matrix.workload.confidence)
 
-        The plugin passes pytest-benchmark's pedantic runner; a plain loop serves otherwise.
-        """
-        if cell.id in self.measurements:
-            return self.measurements[cell.id]
-        base_cell = self.baseline_cell(cell)
-        base = None if base_cell is None else self._baseline_throughputs(base_cell)
-        server = self.pool.get(cell.server)
+    def paired(self, cell: Cell) -> bool:
+        """Whether ``cell`` alternates its rounds with its plain server's (both live)."""
+        return (cell.server.is_speculative and self.matrix.workload.pairing == "interleaved"
+                and self.baseline_cell(cell) is not None and self.one_url(cell.server) is None)
+
+    def one_url(self, config: ServerConfig) -> str | None:
+        """Why ``config`` cannot be compared with its plain server under --vllm-url (one URL for
+        both: a server compared with itself), or None when it can."""
+        plain = self.matrix.baseline_of(config)
+        if not self.pool.external or plain is None:
+            return None
+        a, b = self.pool.external_url(plain), self.pool.external_url(config)
+        if a is None or a != b:
+            return None
+        return (f"--vllm-url gives one URL ({a}) for {plain.name!r} and {config.name!r}: speedup and lossless "
+                f"need one URL per server, e.g. --vllm-url {plain.name}=URL --vllm-url {config.name}=URL")
+
+    def measure(self, cell: Cell, run_rounds: Callable[[Callable[[], Any], int], list[Any]]) -> CellMeasurement:
+        """Measure ``cell`` (once per session) with ``run_rounds(one_round, n)`` doing the first look's
+        rounds (the plugin passes pytest-benchmark's pedantic runner); later looks add rounds
+        (pairs, for a paired cell) until no deciding check is UNKNOWN or the cap is reached."""
+        if cell.id not in self.measurements:
+            self.measurements[cell.id] = self.measure_fresh(cell, run_rounds)
+            self.record("cell", self.cell_info(self.measurements[cell.id]))
+        return self.measurements[cell.id]
+
+    def measure_fresh(self, cell: Cell, run_rounds: Callable[[Callable[[], Any], int], list[Any]] | None = None
+                      ) -> CellMeasurement:
+        """A new measurement of ``cell``, judged; the session's cache is left alone."""
+        run_rounds = run_rounds or plain_rounds
+        w = self.matrix.workload
+        base_cell = self.baseline_cell(cell) if cell.server.is_speculative else None
+        if self.paired(cell):
+            assert base_cell is not None
+            plain_server, server = self.pool.pair(base_cell.server, cell.server)
+            m = CellMeasurement(cell, pairing="interleaved")
+        else:
+            base = None if base_cell is None or self.one_url(cell.server) else self._baseline_throughputs(base_cell)
+            server, plain_server = self.pool.get(cell.server), None
+            m = CellMeasurement(cell, baseline_throughputs=base,
+                                pairing="sequential" if cell.server.is_speculative else None)
+        prompts = round_prompts(self.prompts[cell.category], w.requests_per_round(cell.concurrency))
+        spec_round = self._round_runner(cell, server, prompts)
+        plain_round = None if plain_server is None or base_cell is None else \
+            self._round_runner(base_cell, plain_server, prompts)
+        for srv, c in ((server, cell), (plain_server, base_cell)):
+            if srv is not None and c is not None:
+                self.warm(srv, c)
+
+        def one_round() -> Any:
+            if plain_round is None:
+                sample = spec_round()
+                m.samples.append(sample)
+                return sample
+            first = pair_order(len(m.pairs))
+            a = plain_round() if first else spec_round()
+            b = spec_round() if first else plain_round()
+            pair = Pair(plain=a if first else b, spec=b if first else a, plain_first=first)
+            m.pairs.append(pair)
+            m.samples.append(pair.spec)
+            return pair
+
+        seq = self.sequential()
+        m.confidence = seq.look_confidence
+        run_rounds(one_round, seq.looks[0])
+        while len(m.samples) < seq.looks[0]:   # a disabled benchmark fixture runs the function only once
+            one_round()
+        self.judge(m)
+        while any(c.verdict is Verdict.UNKNOWN for c in deciding(m.checks)):
+            target = seq.next_look(len(m.samples))
+            if target is None:
+                break
+            while len(m.samples) < target:
+                one_round()
+            self.judge(m)
+        return m
+
+    def _round_runner(self, cell: Cell, server: Any, prompts: list[Prompt]) -> Callable[[], RoundSample]:
         w = self.matrix.workload
         model = self.served_model(server, cell.server)
-        prompts = round_prompts(self.prompts[cell.category], max(w.num_prompts, cell.concurrency))
 
-        def one_round() -> RoundSample:
-            return run_round(cell, server, prompts, model=model, max_tokens=w.max_tokens, api_key=self.api_key or None,
-                             request_timeout_s=w.request_timeout_s, ignore_eos=w.ignore_eos,
-                             on_done=_progress(cell.id))
+        def run() -> RoundSample:
+            return run_round(cell, server, prompts, model=model, max_tokens=w.max_tokens,
+                             api_key=self.api_key or None, request_timeout_s=w.request_timeout_s,
+                             ignore_eos=w.ignore_eos, on_done=_progress(cell.id))
+        return run
 
+    def warm(self, server: Any, cell: Cell) -> None:
+        """Warm ``server`` up: once per start, rounds until two in a row agree within
+        ``warmup_rel`` (the first rounds after a start can be far slower: JIT, graph capture);
+        then, per cell, one wave at the cell's concurrency."""
+        w = self.matrix.workload
+        model = self.served_model(server, cell.server)
+        key = ("server", id(server), cell.server.name)
+        warmed = self.extras.setdefault("warmed", set())
+
+        def wave(c: Cell, count: int, max_tokens: int) -> RoundSample:
+            return run_round(c, server, round_prompts(self.prompts[cell.category], count), model=model,
+                             max_tokens=max_tokens, api_key=self.api_key or None,
+                             request_timeout_s=w.request_timeout_s, ignore_eos=True)
+
+        if key not in warmed and w.warmup_requests:
+            warmed.add(key)
+            one = Cell(cell.id, cell.server, 1, cell.category)
+            tputs: list[float] = []
+            while len(tputs) < w.warmup_max_rounds:
+                tputs.append(wave(one, 2, w.max_tokens).result.output_throughput)
+                if len(tputs) >= 2 and abs(tputs[-1] / tputs[-2] - 1) <= w.warmup_rel:
+                    break
+            warm = len(tputs) >= 2 and abs(tputs[-1] / tputs[-2] - 1) <= w.warmup_rel
+            self.record("warmup", {"server": cell.server.name, "round_throughputs": tputs, "warm": warm})
         if w.warmup_requests:
-            warm = round_prompts(self.prompts[cell.category], w.warmup_requests)
-            run_round(cell, server, warm, model=model, max_tokens=min(16, w.max_tokens),
-                      api_key=self.api_key or None, request_timeout_s=w.request_timeout_s, ignore_eos=True)
-        rounds, max_rounds = self.rounds()
-        m = CellMeasurement(cell, baseline_throughputs=base)
-        m.samples.extend(run_rounds(one_round, rounds))
-        while len(m.samples) < rounds:   # a disabled benchmark fixture runs the function only once
-            m.samples.append(one_round())
-        stored = self.stored(cell)
-        m.checks = judge_cell(m, stored, self.matrix.tolerances)
-        # Noise-aware: an interval that straddles the bound gets more rounds, up to the cap.
-        while any(more_rounds_needed(c.verdict, len(m.samples), max_rounds) for c in m.checks.values()):
-            m.samples.append(one_round())
-            m.checks = judge_cell(m, stored, self.matrix.tolerances)
-        self.measurements[cell.id] = m
-        self.record("cell", self.cell_info(m))
-        return m
+            wave(cell, max(w.warmup_requests, cell.concurrency), min(16, w.max_tokens))
+
+    def judge(self, m: CellMeasurement) -> None:
+        """Judge ``m`` against the machine's own stored cell, else the reference profile's."""
+        cell = m.cell
+        against = choose(self.stored(cell), self.profile, self.reference_stored(cell),
+                         self.matrix.reference_profile)
+        m.checks = judge_metrics(m.interval, m.position_interval, against, self.matrix.tolerances,
+                                 cell.server.speedup_floor(cell.concurrency, cell.category)
+                                 if cell.server.is_speculative else None)
+
+    def reference_stored(self, cell: Cell) -> CellBaseline | None:
+        return None if self.reference is None else self.reference.cells.get(cell.id)
 
     def cell_info(self, m: CellMeasurement) -> dict[str, Any]:
         """The cell's figures plus its server's start-up time and memory (its cost beside its speedup)."""
@@ -214,10 +315,10 @@ class SpecguardSession:
         return self.options.worker[1] > 1
 
     def _baseline_throughputs(self, base_cell: Cell) -> tuple[float, ...]:
-        """The plain server's rounds for the same concurrency and category. Normally measured
-        already: the plain server runs first, and under xdist its whole family is on this worker.
-        If the plain cells were deselected, every one the selected cells need is measured now, in
-        one batch while the plain server is up, so the servers do not take turns once per cell."""
+        """Sequential design only: the plain server's rounds for the same concurrency and
+        category. Normally measured already: the plain server runs first, and under xdist its
+        whole family is on this worker. If the plain cells were deselected, every one the selected
+        cells need is measured now, in one batch while the plain server is up."""
         if base_cell.id not in self.measurements:
             for cell in [c for c in self.needed_plain if c.server == base_cell.server] or [base_cell]:
                 self.measure(cell, plain_rounds)
@@ -272,24 +373,7 @@ class SpecguardSession:
         bf.created = now_iso()
         bf.environment = {**self.environment, "matrix_file": self.matrix.path.name}
         for cid, m in self.measurements.items():
-            metrics: dict[str, MetricBaseline] = {}
-            for name in ("output_throughput", "speedup", "acceptance_length", "acceptance_rate"):
-                iv = m.interval(name)
-                if iv is None:
-                    continue
-                base_mean = (sum(m.baseline_throughputs) / len(m.baseline_throughputs)
-                             if m.baseline_throughputs else 1.0)
-                raw: tuple[Any, ...] = {
-                    "output_throughput": tuple(m.throughputs),
-                    # Each round's throughput over the plain server's mean: the speedup per round.
-                    "speedup": tuple(t / base_mean for t in m.throughputs),
-                    "acceptance_length": tuple(a.length for a in m.acceptances),
-                    "acceptance_rate": tuple(a.rate for a in m.acceptances),
-                }[name]
-                metrics[name] = MetricBaseline(iv.estimate, iv.low, iv.high, raw)
-            if m.per_position():
-                metrics["per_position_acceptance"] = MetricBaseline(m.per_position())
-            bf.cells[cid] = CellBaseline(m.cell.server.name, m.cell.concurrency, m.cell.category, metrics)
+            bf.cells[cid] = cell_baseline(m)
         # Aggregates are recomputed from the stored rounds, so a partial re-run keeps them whole.
         bf.aggregates = {**bf.aggregates, **aggregates_from_cells(bf.cells, self.matrix)}
         write_baseline(bf)
@@ -317,3 +401,44 @@ def _progress(cell_id: str) -> Callable[[int, int], None] | None:
         stream.flush()
 
     return show
+
+
+def cell_baseline(m: CellMeasurement) -> CellBaseline:
+    """What a baseline file keeps of a measurement: each figure's estimate, interval and raw rounds
+    (for the speedup: each pair's ratio, or each round over the plain mean in the sequential design)."""
+    metrics: dict[str, MetricBaseline] = {}
+    if m.pairs:
+        speedups = tuple(s / p for s, p in zip(m.throughputs, m.plain_throughputs))
+    else:
+        base = m.baseline_throughputs
+        speedups = tuple(t / (sum(base) / len(base)) for t in m.throughputs) if base else ()
+    spec_itl, plain_itl = m.step_costs()
+    raw: dict[str, tuple[Any, ...]] = {
+        "output_throughput": tuple(m.throughputs),
+        "speedup": speedups,
+        "acceptance_length": tuple(a.length for a in m.acceptances),
+        "acceptance_rate": tuple(a.rate for a in m.acceptances),
+        "step_cost": tuple(s / p for s, p in zip(spec_itl, plain_itl)),
+    }
+    for name, rounds in raw.items():
+        iv = m.interval(name)
+        if iv is not None:
+            metrics[name] = MetricBaseline(iv.estimate, iv.low, iv.high, rounds)
+    if m.per_position():
+        metrics["per_position_acceptance"] = MetricBaseline(m.per_position())
+    note = None if m.pairing is None else f"pairing: {m.pairing}, {len(m.samples)} rounds, intervals at " \
+                                          f"{m.confidence:.4g} confidence"
+    return CellBaseline(m.cell.server.name, m.cell.concurrency, m.cell.category, metrics, note)
+
+
+def _urls(given: tuple[str, ...]) -> dict[str, str]:
+    """``--vllm-url`` values: ``URL`` for every server, or ``NAME=URL`` for one."""
+    out: dict[str, str] = {}
+    for item in given:
+        name, sep, url = item.partition("=")
+        if not sep or "://" in name:
+            name, url = "*", item
+        if not url.startswith(("http://", "https://")):
+            raise InputError(None, "--vllm-url", f"expected URL or NAME=URL with an http(s) URL, got {item!r}")
+        out[name] = url
+    return out

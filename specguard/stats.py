@@ -103,7 +103,7 @@ class Interval:
     high: float
     estimate: float
     confidence: float
-    method: str  # "single", "constant", "student-t", "welch-t-log" or "bootstrap-percentile"
+    method: str  # "single", "constant", "student-t", "welch-t-log", "paired-t-log" or "bootstrap-percentile"
 
     def __post_init__(self) -> None:
         for field in ("low", "high", "estimate"):
@@ -210,6 +210,35 @@ def ratio_ci(numerator: Sequence[float], denominator: Sequence[float], confidenc
     else:
         low, high = _bootstrap((den,), lambda y, axis: num_mean / np.mean(y, axis=axis), confidence, seed)
     return _interval(low, high, estimate, confidence, f"bootstrap-{BOOTSTRAP_METHOD}")
+
+
+def paired_ratio_ci(numerator: Sequence[float], denominator: Sequence[float], confidence: float = 0.95) -> Interval:
+    """Interval for the geometric mean of the paired ratios ``numerator[i] / denominator[i]``.
+
+    Pair i is one round of each server run back to back, so drift over minutes cancels in its
+    ratio. Estimate and interval are of the same quantity: exp(mean(log ratio)) with a one-sample
+    t interval on the log ratios over pairs, exponentiated back.
+
+    >>> paired_ratio_ci([2.0, 2.0], [1.0, 1.0]).estimate
+    2.0
+    """
+    _check_confidence(confidence)
+    num = np.asarray(numerator, dtype=np.float64)
+    den = np.asarray(denominator, dtype=np.float64)
+    if num.shape != den.shape or num.ndim != 1:
+        raise ValueError(f"paired samples need equal lengths, got {num.shape} and {den.shape}")
+    _sorted_finite(num, "numerator"), _sorted_finite(den, "denominator")
+    if (num <= 0).any() or (den <= 0).any():
+        raise ValueError("paired ratios need positive values on both sides")
+    logs = _sorted_finite(np.log(num) - np.log(den), "log ratios")
+    centre = _mean(logs)
+    estimate = math.exp(centre)
+    if logs.size == 1:
+        return Interval(estimate, estimate, estimate, confidence, "single")
+    if logs[0] == logs[-1]:
+        return Interval(estimate, estimate, estimate, confidence, "constant")
+    ci = _scipy_stats.ttest_1samp(logs, 0.0).confidence_interval(confidence_level=confidence)
+    return _interval(math.exp(float(ci.low)), math.exp(float(ci.high)), estimate, confidence, "paired-t-log")
 
 
 def mann_whitney_p(a: Sequence[float], b: Sequence[float], alternative: str = "two-sided") -> float:

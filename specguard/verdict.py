@@ -75,8 +75,11 @@ class Check:
     metric: str
     verdict: Verdict
     interval: Interval
-    baseline: float
+    baseline: float              # the stored value, or the floor for kind "floor"
     tolerance: Tolerance
+    kind: str = "baseline"       # "baseline": against a stored figure; "floor": a same-run minimum
+    against: str | None = None   # the profile whose baseline file held the stored figure
+    advisory: bool = False       # reported only: a machine-bound figure against another machine's file
 
     @classmethod
     def of(cls, metric: str, interval: Interval, baseline: float, tolerance: Tolerance) -> Check:
@@ -102,14 +105,25 @@ class Check:
         ``speedup: 95% CI [2.71, 2.85] lies below 2.95 = baseline 3.11 × (1 − 0.05)``."""
         if self.verdict is not Verdict.REGRESSED:
             return None
+        if self.kind == "floor":
+            return f"no longer pays: {self._floor_text()}"
         ci, bound = self._texts()
         side = "below" if self.tolerance.direction == "higher" else "above"
         return f"{self.metric}: {ci} lies {side} {bound}"
+
+    def _floor_text(self) -> str:
+        iv = self.interval
+        d = _digits(iv.low, iv.high, iv.estimate, self.baseline)
+        rel = {Verdict.REGRESSED: "<", Verdict.OK: "≥"}.get(self.verdict, "straddles")
+        return (f"speedup {_fmt(iv.estimate, d)}× [{_fmt(iv.low, d)}, {_fmt(iv.high, d)}] {rel} "
+                f"{_fmt(self.baseline, d)} (min_speedup)")
 
     def describe(self) -> str:
         """One line for any verdict, for reports and UNKNOWN outcomes, e.g.
         ``speedup: UNKNOWN: 95% CI [2.90, 3.00] (estimate 2.96, bootstrap-percentile)
         straddles 2.95 = baseline 3.11 × (1 − 0.05); more rounds are needed to decide``."""
+        if self.kind == "floor":
+            return f"{self.metric}: {self.verdict.value}: {self._floor_text()}"
         higher = self.tolerance.direction == "higher"
         improved = self.verdict is Verdict.IMPROVED
         ci, bound = self._texts(improved=improved, estimate=True)
@@ -120,7 +134,9 @@ class Check:
             Verdict.OK: f"lies at or {better} {bound}",
             Verdict.UNKNOWN: f"straddles {bound}; more rounds are needed to decide",
         }[self.verdict]
-        return f"{self.metric}: {self.verdict.value}: {ci} {where}"
+        source = "" if self.against is None else f" (baseline of {self.against}" + (
+            ", advisory: machine-bound figure from another machine)" if self.advisory else ")")
+        return f"{self.metric}: {self.verdict.value}: {ci} {where}{source}"
 
 
 def more_rounds_needed(verdict: Verdict, rounds_done: int, max_rounds: int) -> bool:

@@ -9,7 +9,7 @@ import pytest
 
 
 def test_server_is_local_and_locked(server_config, specguard, vllm_servers):
-    if specguard.options.vllm_url:
+    if specguard.options.vllm_urls:
         pytest.skip("--vllm-url: the server is not the suite's")
     server = vllm_servers.get(server_config)
     with pytest.raises(urllib.error.HTTPError) as refused:

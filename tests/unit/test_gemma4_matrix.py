@@ -27,7 +27,8 @@ from specguard.load import RequestResult, RoundResult
 from specguard.matrix import Matrix, ServerConfig, load_matrix
 from specguard.metrics import Acceptance
 from specguard.prompts import SPEED_BENCH_CATEGORIES
-from specguard.runner import CellMeasurement, RoundSample, judge_cell
+from specguard.judge import Against, judge_metrics
+from specguard.runner import CellMeasurement, RoundSample
 from specguard.server import build_argv
 from specguard.verdict import Verdict
 
@@ -316,5 +317,6 @@ def test_per_category_cells_compare(matrix: Matrix, baseline: BaselineFile, cate
                                     lengths: list[float], expected: dict[str, Verdict]) -> None:
     # Floors: coding 173 x 0.9 = 155.7 tok/s and 5.90 x 0.95 = 5.605; roleplay 68.4 and 2.489.
     (m,) = _measured(matrix, matrix.server("31b-mtp8"), 1, {category: rates}, lengths)
-    checks = judge_cell(m, baseline.cells[m.cell.id], matrix.tolerances)
+    checks = judge_metrics(m.interval, m.position_interval, Against(baseline.cells[m.cell.id], "h100-80gb", True),
+                           matrix.tolerances, None)
     assert {k: c.verdict for k, c in checks.items()} == expected

@@ -84,8 +84,8 @@ def test_tiny_servers(tiny: Matrix) -> None:
     assert all(s.max_model_len == 2048 and s.startup_timeout_s == 900.0 for s in tiny.servers)
     assert base.dtype == ngram.dtype == self4.dtype == "float32"
     assert bf16.dtype == ngram_bf16.dtype == "bfloat16"
-    assert base.args == ("-O0", "--gpu-memory-utilization", "0.3", "--max-num-seqs", "8")
-    assert self4.args == ("-O0", "--gpu-memory-utilization", "0.45", "--max-num-seqs", "8")
+    assert base.args == ("-O0", "--gpu-memory-utilization", "0.25", "--max-num-seqs", "8")
+    assert self4.args == ("-O0", "--gpu-memory-utilization", "0.35", "--max-num-seqs", "8")
     assert not base.is_speculative and base.spec is None and base.num_speculative_tokens is None
     assert ngram.spec == {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4,
                           "prompt_lookup_min": 2}

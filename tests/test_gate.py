@@ -1,0 +1,57 @@
+"""The gate itself, on real servers: an identical rerun is not REGRESSED, a really lower
+acceptance is caught on acceptance, a really slower variant is caught on speedup.
+
+Each check compares two real measurements of this session (no baseline file is touched): the
+"baseline" is what ``--update-baselines`` would store of the reference measurement. By design each
+check's false-alarm rate is at most (1 − confidence) / 2 = 2.5% per metric for the rerun (the
+sequential decision, specguard/decision.py), and the planted differences are far past the bands
+(see the matrix's [gate_checks])."""
+
+import pytest
+
+from specguard.judge import Against, judge_metrics
+from specguard.session import cell_baseline
+from specguard.verdict import Verdict
+
+pytestmark = pytest.mark.gate
+
+
+def _judge(specguard, candidate, stored, label):
+    return judge_metrics(candidate.interval, candidate.position_interval, Against(stored, label, True),
+                         specguard.matrix.tolerances, None)
+
+
+def _table(checks):
+    return "\n".join(c.describe() for c in checks.values())
+
+
+def test_gate(gate_case, specguard, vllm_servers):
+    case = gate_case
+    if specguard.one_url(case.candidate.server):
+        pytest.skip(specguard.one_url(case.candidate.server))
+    if case.kind == "rerun":
+        first = specguard.measure(case.candidate, lambda one, n: [one() for _ in range(n)])
+        second = specguard.measure_fresh(case.candidate)
+        checks = _judge(specguard, second, cell_baseline(first), "a run minutes earlier")
+        specguard.record("gate", {"case": case.id, "checks": [c.describe() for c in checks.values()],
+                                  "rerun": specguard.cell_info(second)})
+        assert checks, f"{case.id}: nothing was judged"
+        regressed = [c.fails() for c in checks.values() if c.verdict is Verdict.REGRESSED]
+        assert not regressed, f"{case.id}: an identical rerun was judged REGRESSED:\n" + "\n".join(regressed)
+        return
+    cand = specguard.measure(case.candidate, lambda one, n: [one() for _ in range(n)])
+    ref = specguard.measure(case.reference, lambda one, n: [one() for _ in range(n)])
+    checks = _judge(specguard, cand, cell_baseline(ref), f"{case.reference.server.name}'s run")
+    specguard.record("gate", {"case": case.id, "checks": [c.describe() for c in checks.values()]})
+    metric = "acceptance_length" if case.kind == "acceptance_drop" else "speedup"
+    planted = {"acceptance_drop": "acceptance length", "slowdown": "speedup"}[case.kind]
+    cand_iv, ref_iv = cand.interval(metric), ref.interval(metric)
+    assert cand_iv is not None and ref_iv is not None, f"{case.id}: {metric} was not measured on both"
+    # The premise: the candidate really is worse by a wide margin, in this very run.
+    assert cand_iv.estimate <= 0.8 * ref_iv.estimate, (
+        f"{case.id}: the planted {planted} difference is not there: {cand_iv.estimate:.3f} vs {ref_iv.estimate:.3f}")
+    check = checks.get(metric)
+    assert check is not None and check.verdict is Verdict.REGRESSED, (
+        f"{case.id}: a {planted} {cand_iv.estimate:.3f} against a baseline of {ref_iv.estimate:.3f} was not "
+        f"caught:\n{_table(checks)}")
+    assert check.fails().startswith(metric), check.fails()
