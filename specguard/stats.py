@@ -170,7 +170,9 @@ def mean_ci(samples: Sequence[float], confidence: float = 0.95, *, seed: int = 0
 
 def ratio_ci(numerator: Sequence[float], denominator: Sequence[float], confidence: float = 0.95,
              *, seed: int = 0, method: str = "t") -> Interval:
-    """Interval for ``mean(numerator) / mean(denominator)``, two independent samples.
+    """Interval for the ratio of two independent samples' means: of the geometric means with
+    ``method="t"`` (Welch's t on logs; the estimate is the same quantity), of the arithmetic means
+    with the bootstrap.
 
     A sample that does not vary (one round, or identical rounds) is held fixed and only
     the other varies; when neither varies the interval is degenerate.
@@ -192,6 +194,9 @@ def ratio_ci(numerator: Sequence[float], denominator: Sequence[float], confidenc
         return Interval(estimate, estimate, estimate, confidence, method)
     # Logs need positive throughputs; a round with none (0 tok/s) falls back to the bootstrap.
     if method == "t" and num[0] > 0:
+        # The interval is of the ratio of geometric means; so is the estimate (not the ratio of
+        # arithmetic means, which can even fall outside it).
+        estimate = math.exp(float(np.mean(np.log(num))) - float(np.mean(np.log(den))))
         if num_varies and den_varies:
             ci = _scipy_stats.ttest_ind(np.log(num), np.log(den), equal_var=False).confidence_interval(confidence)
             low, high = math.exp(float(ci.low)), math.exp(float(ci.high))
