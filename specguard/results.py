@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from specguard.errors import InputError
 from specguard.server import vllm_distribution
 
 
@@ -40,17 +41,23 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """Records of a results file; a torn last line (a crash mid-write) is skipped."""
-    out = []
+    """Records of a results file. A torn last line (a crash mid-write) is skipped; an unreadable
+    line anywhere else is corruption, and raises InputError naming the file and the line."""
+    out: list[dict[str, Any]] = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return out
-    for line in lines:
+    lines = text.split("\n")
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
         try:
             out.append(json.loads(line))
-        except ValueError:
-            continue
+        except ValueError as exc:
+            if i == len(lines):   # no newline after it: the write was cut short
+                continue
+            raise InputError(path, f"line {i}", f"not a JSON record ({exc}); only a torn last line is skipped") from None
     return out
 
 

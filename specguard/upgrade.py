@@ -157,6 +157,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--matrix", type=Path, required=True)
     p.add_argument("--categories", default=None, help="comma-separated subset of the matrix's categories")
     p.add_argument("--servers", default=None, help="comma-separated subset of the servers (plain ones are added)")
+    p.add_argument("--concurrency", default=None, help="comma-separated subset of the matrix's concurrencies")
     p.add_argument("--pairs", type=int, default=None, help="pairs per cell (default: the matrix's max_rounds)")
     p.add_argument("--tolerance", type=float, default=0.10)
     p.add_argument("--out", type=Path, required=True)
@@ -184,7 +185,9 @@ def run(args: argparse.Namespace) -> int:
     measured: dict[str, CellAB] = {}
     log_dir = args.out / "logs"
     for config in order:
-        cells = [c for c in matrix.cells(categories) if c.server == config]
+        concurrencies = [int(c) for c in args.concurrency.split(",")] if args.concurrency else None
+        cells = [c for c in matrix.cells(categories) if c.server == config
+                 and (concurrencies is None or c.concurrency in concurrencies)]
         measured.update(measure_server(config, cells, (args.old_python, args.new_python),
                                        lambda c: round_prompts(by_cat[c.category], w.requests_per_round(c.concurrency)),
                                        matrix, pairs, log_dir))

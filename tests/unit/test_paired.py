@@ -327,3 +327,16 @@ def test_vllm_url_forms() -> None:
         "baseline": "http://127.0.0.1:1", "ngram4": "http://127.0.0.1:2"}
     with pytest.raises(InputError, match="--vllm-url"):
         _urls(("baseline=localhost:1",))
+
+
+# --- results file ----------------------------------------------------------------------------------
+
+def test_read_records_skips_only_a_torn_last_line(tmp_path: Path) -> None:
+    from specguard.results import read_records
+    path = tmp_path / "cells.jsonl"
+    path.write_text('{"a": 1}\n{"b": 2}\n{"c": ')
+    assert read_records(path) == [{"a": 1}, {"b": 2}]
+    path.write_text('{"a": 1}\nnot json\n{"b": 2}\n')
+    with pytest.raises(InputError) as err:
+        read_records(path)
+    assert err.value.field == "line 2" and str(path) in str(err.value)
