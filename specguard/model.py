@@ -87,6 +87,11 @@ def cache_root() -> Path:
     return Path(os.environ.get("SPECGUARD_CACHE", Path.home() / ".cache" / "specguard"))
 
 
+# Folders verified in this process, with the manifest's mtime then: hashing a 22 GB folder takes
+# ~20 s, and every server start resolves its models; a rewritten manifest is verified again.
+_VERIFIED: dict[tuple[str, str], tuple[str, float]] = {}
+
+
 def resolve_model(ref: str) -> str:
     """``builtin:<name>`` → a local folder (built on first use); anything else is returned as is."""
     if not ref.startswith(BUILTIN_PREFIX):
@@ -94,10 +99,21 @@ def resolve_model(ref: str) -> str:
     name = ref[len(BUILTIN_PREFIX):]
     if name not in BUILTINS:
         raise ModelError(f"unknown builtin model {ref!r} (known: {', '.join(BUILTIN_PREFIX + n for n in BUILTINS)})")
+    key = (str(cache_root()), name)
+    if key in _VERIFIED:
+        folder, mtime = _VERIFIED[key]
+        try:
+            if (Path(folder) / MANIFEST).stat().st_mtime == mtime:
+                return folder
+        except OSError:
+            pass
     model = BUILTINS[name]
-    if isinstance(model, InflatedModel):
-        return str(ensure_inflated(model))
-    return str(ensure_builtin(model))
+    folder = str(ensure_inflated(model) if isinstance(model, InflatedModel) else ensure_builtin(model))
+    try:
+        _VERIFIED[key] = (folder, (Path(folder) / MANIFEST).stat().st_mtime)
+    except OSError:
+        pass
+    return folder
 
 
 def ensure_builtin(model: BuiltinModel, root: Path | None = None) -> Path:

@@ -19,10 +19,10 @@ import pytest
 from specguard.aggregate import aggregate_cases
 from specguard.distributed import make_scheduler, worker_slot, write_merged
 from specguard.errors import SpecguardError
-from specguard.gate import gate_cases, group_server
+from specguard.gate import GateCase, gate_cases, group_server
 from specguard.results import read_records
 from specguard.lossless import lossless_cases, lossless_pairs
-from specguard.matrix import Cell
+from specguard.matrix import Cell, ServerConfig
 from specguard.runner import RoundSample
 from specguard.server import vllm_distribution
 from specguard.session import Options, SpecguardSession, cuda_vllm_available, default_matrix
@@ -206,6 +206,10 @@ def _param(value: Any, id_: str, server: str, marker: str | None) -> Any:
 
 def _order_key(s: SpecguardSession, item: pytest.Item) -> tuple[Any, ...]:
     params = getattr(getattr(item, "callspec", None), "params", {})
+    # An empty parametrization (e.g. a matrix without generated-prompt pairs) leaves pytest's
+    # NOTSET placeholder, not a value of ours: such an item only reports its skip.
+    params = {k: v for k, v in params.items()
+              if isinstance(v, (Cell, GateCase, ServerConfig, tuple)) or hasattr(v, "server")}
     if "cell" in params:
         value = params["cell"]
         kind, server = item.module.__name__.rsplit("test_", 1)[-1], value.server.name
@@ -250,7 +254,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if s is None:
         return
     selected = {item.callspec.params["cell"] for item in session.items
-                if hasattr(item, "callspec") and "cell" in item.callspec.params}
+                if hasattr(item, "callspec") and isinstance(item.callspec.params.get("cell"), Cell)}
     needed = {s.baseline_cell(c) for c in selected} - {None} - selected
     s.needed_plain = sorted(needed, key=lambda c: (c.concurrency, c.category))
 

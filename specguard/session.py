@@ -21,7 +21,7 @@ from specguard.prompts import Prompt, load_prompts
 from specguard.lossless import Greedy, LosslessReport, greedy_outputs, lossless_prompts
 from specguard.results import append_record, environment, now_iso, write_json_atomic
 from specguard.decision import Sequential
-from specguard.judge import choose, deciding, judge_metrics
+from specguard.judge import Against, choose, deciding, judge_metrics
 from specguard.runner import CellMeasurement, Pair, RoundSample, pair_order, run_round
 from specguard.server import request_json, vllm_distribution
 from specguard.verdict import Verdict
@@ -198,9 +198,10 @@ class SpecguardSession:
             self.record("cell", self.cell_info(self.measurements[cell.id]))
         return self.measurements[cell.id]
 
-    def measure_fresh(self, cell: Cell, run_rounds: Callable[[Callable[[], Any], int], list[Any]] | None = None
-                      ) -> CellMeasurement:
-        """A new measurement of ``cell``, judged; the session's cache is left alone."""
+    def measure_fresh(self, cell: Cell, run_rounds: Callable[[Callable[[], Any], int], list[Any]] | None = None,
+                      against: Against | None = None) -> CellMeasurement:
+        """A new measurement of ``cell``, judged (against ``against`` when given, else the stored
+        baselines) with as many looks as it needs; the session's cache is left alone."""
         run_rounds = run_rounds or plain_rounds
         w = self.matrix.workload
         base_cell = self.baseline_cell(cell) if cell.server.is_speculative else None
@@ -239,14 +240,14 @@ class SpecguardSession:
         run_rounds(one_round, seq.looks[0])
         while len(m.samples) < seq.looks[0]:   # a disabled benchmark fixture runs the function only once
             one_round()
-        self.judge(m)
+        self.judge(m, against)
         while any(c.verdict is Verdict.UNKNOWN for c in deciding(m.checks)):
             target = seq.next_look(len(m.samples))
             if target is None:
                 break
             while len(m.samples) < target:
                 one_round()
-            self.judge(m)
+            self.judge(m, against)
         return m
 
     def _round_runner(self, cell: Cell, server: Any, prompts: list[Prompt]) -> Callable[[], RoundSample]:
@@ -286,11 +287,13 @@ class SpecguardSession:
         if w.warmup_requests:
             wave(cell, max(w.warmup_requests, cell.concurrency), min(16, w.max_tokens))
 
-    def judge(self, m: CellMeasurement) -> None:
-        """Judge ``m`` against the machine's own stored cell, else the reference profile's."""
+    def judge(self, m: CellMeasurement, against: Against | None = None) -> None:
+        """Judge ``m`` against ``against`` (the gate's checks), else the machine's own stored cell,
+        else the reference profile's; and against the server's floor."""
         cell = m.cell
-        against = choose(self.stored(cell), self.profile, self.reference_stored(cell),
-                         self.matrix.reference_profile)
+        if against is None:
+            against = choose(self.stored(cell), self.profile, self.reference_stored(cell),
+                             self.matrix.reference_profile)
         m.checks = judge_metrics(m.interval, m.position_interval, against, self.matrix.tolerances,
                                  cell.server.speedup_floor(cell.concurrency, cell.category)
                                  if cell.server.is_speculative else None)

@@ -22,11 +22,11 @@ case "${1:-}" in
     t2=$(date +%s.%N); du -sh /tmp/sgcache/models/*
     python3 -c "print(f'model build: 135m {$t1-$t0:.1f} s, as-10b {$t2-$t1:.1f} s')" | tee $W/model-times.txt
     stamp run1
-    python3 -m pytest -m "gpu or gate" -p no:cacheprovider --matrix $M --update-baselines \
+    python3 -m pytest -m "gpu or gate" -p no:cacheprovider --ignore=tests/unit --matrix $M --update-baselines \
       --baseline-dir $W/baselines --results-dir=$W/results --benchmark-json=$W/benchmark.json > $W/pytest.log 2>&1
     echo "run1 rc=$?" | tee $W/run1.rc; stamp run1 done
     # A second start-up of baseline and ngram4 (c=1), judged against the baseline run 1 just wrote.
-    python3 -m pytest -m gpu -k "(baseline-c1- or ngram4-c1-) and not gate" -p no:cacheprovider --matrix $M \
+    python3 -m pytest --ignore=tests/unit -m gpu -k "(baseline-c1- or ngram4-c1-) and not gate" -p no:cacheprovider --matrix $M \
       --baseline-dir $W/baselines --results-dir=$W/results2 --benchmark-json=$W/benchmark2.json > $W/pytest2.log 2>&1
     echo "run2 rc=$?" | tee $W/run2.rc; stamp run2 done; touch $W/done ;;
   pack)
@@ -36,7 +36,7 @@ case "${1:-}" in
   poll)  # poll SECONDS: wait (packing every 60 s, so a cut-off call still brings a recent copy), then report
     end=$(( $(date +%s) + ${2:-0} ))
     i=0; while [ $(date +%s) -lt $end ] && [ ! -f $W/done ]; do sleep 20; i=$((i + 1)); [ $((i % 3)) -eq 0 ] && bash $0 pack; done
-    date -u +%H:%M:%S; tail -n 4 $W/driver.log 2>/dev/null
+    date -u +%H:%M:%S; cat $W/model-times.txt; tail -n 4 $W/driver.log 2>/dev/null
     for f in $W/pytest.log $W/pytest2.log; do [ -f $f ] && { echo "-- $f"; tail -c 700 $f; echo; }; done
     for d in results results2; do [ -f $W/$d/cells.jsonl ] && echo "$d: $(grep -c '"kind": "cell"' $W/$d/cells.jsonl) cells; starts: $(grep '"kind": "server"' $W/$d/cells.jsonl | python3 -c 'import sys,json; print([(r["name"], round(r["startup_s"] or 0,1), r["ok"]) for r in map(json.loads, sys.stdin)])')"; done
     nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader

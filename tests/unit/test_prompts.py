@@ -8,8 +8,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import datasets
 import pytest
+
+datasets = pytest.importorskip("datasets", reason="the prompt loader tests need the datasets package")
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
