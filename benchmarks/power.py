@@ -45,6 +45,7 @@ from specguard.tolerance import Tolerance  # noqa: E402
 from specguard.verdict import Verdict, judge  # noqa: E402
 
 KEY = "power"
+SLOWDOWNS = (5, 10, 15, 20, 25, 30)   # planted: the speculative side's real pairs × (1 − pct/100)
 
 
 def measure(pool: ServerPool, cell_of, prompts, max_tokens: int, plain, spec, n_pairs: int, label: str) -> dict:
@@ -163,9 +164,9 @@ def main() -> int:
     candidates = {
         "ngram4": (s4, p4, "false_alarm_rate"),
         "ngram2": (pools["ngram2"]["spec"], pools["ngram2"]["plain"], "detection_rate_ngram2"),
-        "ngram4x0.90": ([x * 0.90 for x in s4], p4, "detection_rate_10pct"),
-        "ngram4x0.95": ([x * 0.95 for x in s4], p4, "detection_rate_5pct"),
     }
+    for pct in SLOWDOWNS:
+        candidates[f"ngram4x{1 - pct / 100:.2f}"] = ([x * (1 - pct / 100) for x in s4], p4, f"detection_rate_{pct}pct")
     pair_s = {k: pools[k.split("x")[0]]["seconds_per_pair"] for k in candidates}
     rng = random.Random(0)
     results = []
@@ -184,8 +185,10 @@ def main() -> int:
                 row[f"{name}_unknown_rate"] = sum(v is Verdict.UNKNOWN for v, _ in outcomes) / args.trials
                 row[f"{name}_mean_pairs"] = statistics.mean(n for _, n in outcomes)
                 row[f"{name}_seconds"] = row[f"{name}_mean_pairs"] * pair_s[name]
+            caught = [pct for pct in SLOWDOWNS if row[f"detection_rate_{pct}pct"] >= 0.8]
+            row["smallest_slowdown_caught_80pct"] = min(caught) if caught else None
             results.append(row)
-            print(json.dumps(row), flush=True)
+            print(json.dumps({k: v for k, v in row.items() if not k.endswith(("_unknown_rate", "_seconds"))}), flush=True)
     cross = None
     if args.baseline.is_file():
         cell = f"{m.id_prefix}-ngram4-c1-{args.category}"
