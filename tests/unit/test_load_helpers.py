@@ -128,7 +128,16 @@ def test_chat_payload() -> None:
 
 # --- Ctrl-C during a round ---------------------------------------------------------------------------
 
-def test_sigint_during_a_round_is_never_swallowed() -> None:
+@pytest.fixture(autouse=False)
+def default_sigint():
+    """Python's own SIGINT handler for the test: a run started in the background by a
+    non-interactive shell inherits SIGINT ignored, and run_sync then (rightly) leaves it alone."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_sigint_during_a_round_is_never_swallowed(default_sigint: None) -> None:
     """A coroutine that eats its cancellation (as a library deep in the stack can) would make
     asyncio.run return normally after Ctrl-C; run_sync raises KeyboardInterrupt all the same and
     puts the default handler back."""
@@ -151,7 +160,7 @@ def test_sigint_during_a_round_is_never_swallowed() -> None:
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_run_sync_returns_the_result() -> None:
+def test_run_sync_returns_the_result(default_sigint: None) -> None:
     async def value() -> int:
         await asyncio.sleep(0)
         return 42
