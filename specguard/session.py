@@ -199,9 +199,10 @@ class SpecguardSession:
         return self.measurements[cell.id]
 
     def measure_fresh(self, cell: Cell, run_rounds: Callable[[Callable[[], Any], int], list[Any]] | None = None,
-                      against: Against | None = None) -> CellMeasurement:
+                      against: Against | None = None, confidence: float | None = None) -> CellMeasurement:
         """A new measurement of ``cell``, judged (against ``against`` when given, else the stored
-        baselines) with as many looks as it needs; the session's cache is left alone."""
+        baselines) with as many looks as it needs, at ``confidence`` (default the matrix's) over
+        all looks; the session's cache is left alone."""
         run_rounds = run_rounds or plain_rounds
         w = self.matrix.workload
         base_cell = self.baseline_cell(cell) if cell.server.is_speculative else None
@@ -235,7 +236,7 @@ class SpecguardSession:
             m.samples.append(pair.spec)
             return pair
 
-        seq = self.sequential()
+        seq = self.sequential() if confidence is None else Sequential(*self.rounds(), confidence)
         m.confidence = seq.look_confidence
         run_rounds(one_round, seq.looks[0])
         while len(m.samples) < seq.looks[0]:   # a disabled benchmark fixture runs the function only once
