@@ -8,13 +8,10 @@ from dataclasses import dataclass
 
 from specguard.matrix import Cell, Matrix
 
-KINDS = ("rerun", "acceptance_drop", "slowdown")
-
-
 @dataclass(frozen=True)
 class GateCase:
     id: str
-    kind: str               # one of KINDS
+    kind: str               # "rerun", "acceptance_drop" or "slowdown"
     candidate: Cell         # the cell judged
     reference: Cell | None  # whose figures are the baseline (None for a rerun: the candidate's own)
 

@@ -20,7 +20,6 @@ from specguard.tolerance import Tolerance
 from specguard.verdict import Check, Verdict, judge
 
 PORTABLE = ("acceptance_length", "acceptance_rate", "per_position_acceptance")
-MACHINE_BOUND = ("output_throughput", "speedup")
 FLOOR = "min_speedup"
 
 
