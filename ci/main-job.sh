@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: set up, run the tiny CPU matrix (by default the categories
-# in SPECGUARD_CATEGORIES: coding and rag; "all" runs every category), print the table of
-# cells (tok/s, speedup, acceptance length, verdict and what it was judged against) and write
-# results/benchmark.json and results/report/. Extra arguments go to pytest (e.g. --update-baselines).
+# The main job on the embedded default: set up, run the tiny CPU matrix (by default the coding
+# category at c=1: SPECGUARD_CATEGORIES and SPECGUARD_CONCURRENCY pick others, "all" runs every
+# one), print the table of cells (tok/s, speedup, acceptance length, verdict and what it was
+# judged against) and write results/benchmark.json and results/report/. Extra arguments go to
+# pytest (e.g. --update-baselines).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$(date +%s)
@@ -10,9 +11,11 @@ bash ci/setup.sh
 echo "setup: $(( $(date +%s) - t0 )) s"
 py="${SPECGUARD_VENV:-.venv}/bin/python"
 mkdir -p results
-categories=${SPECGUARD_CATEGORIES:-coding,rag}
+categories=${SPECGUARD_CATEGORIES:-coding}
+concurrency=${SPECGUARD_CONCURRENCY:-1}
 cat_args=()
-if [ "$categories" != "all" ]; then cat_args=(--categories "$categories"); fi
+if [ "$categories" != "all" ]; then cat_args+=(--categories "$categories"); fi
+if [ "$concurrency" != "all" ]; then cat_args+=(--concurrency "$concurrency"); fi
 status=0
 t1=$(date +%s)
 "$py" -m pytest -m cpu -p no:cacheprovider --benchmark-json results/benchmark.json \

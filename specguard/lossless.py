@@ -53,7 +53,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import aiohttp
+import openai
 
 from specguard.matrix import Matrix, ServerConfig
 from specguard.prompts import Prompt
@@ -324,20 +324,24 @@ def _token_id(token: str) -> int:
 async def greedy_outputs(base_url: str, model: str, prompts: Sequence[Prompt], *, concurrency: int,
                          max_tokens: int, top_logprobs: int, seed: int, api_key: str | None = None,
                          timeout_s: float = 600.0) -> list[Greedy]:
-    """Temperature-0 outputs of ``prompts`` (first turn), ``concurrency`` requests in flight."""
+    """Temperature-0 outputs of ``prompts`` (first turn), ``concurrency`` requests in flight.
+
+    These are functional requests, not timed ones, so they go through the openai client, which
+    retries a connection the server dropped before answering (the measuring path keeps aiohttp)."""
     sem = asyncio.Semaphore(concurrency)
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    client = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key=api_key or "EMPTY", timeout=timeout_s,
+                                max_retries=2)
 
-    async def one(session: aiohttp.ClientSession, p: Prompt) -> Greedy:
-        payload = {"model": model, "messages": p.first_messages(), "max_tokens": max_tokens, "temperature": 0.0,
-                   "seed": seed, "logprobs": True, "top_logprobs": top_logprobs,
-                   "return_tokens_as_token_ids": True}
+    async def one(p: Prompt) -> Greedy:
         async with sem:
-            async with session.post(f"{base_url}/v1/chat/completions", json=payload) as resp:
-                body = await resp.json(content_type=None)
-                if resp.status != 200:
-                    raise RuntimeError(f"{p.id}: HTTP {resp.status}: {str(body)[:500]}")
-        return parse_choice(p.id, body["choices"][0])
+            try:
+                resp = await client.chat.completions.create(
+                    model=model, messages=p.first_messages(), max_tokens=max_tokens, temperature=0.0,
+                    seed=seed, logprobs=True, top_logprobs=top_logprobs,
+                    extra_body={"return_tokens_as_token_ids": True})
+            except openai.APIStatusError as exc:
+                raise RuntimeError(f"{p.id}: HTTP {exc.status_code}: {str(exc.body)[:500]}") from exc
+        return parse_choice(p.id, resp.choices[0].model_dump())
 
-    async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
-        return list(await asyncio.gather(*(one(session, p) for p in prompts)))
+    async with client:
+        return list(await asyncio.gather(*(one(p) for p in prompts)))

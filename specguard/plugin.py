@@ -20,6 +20,7 @@ from specguard.aggregate import aggregate_cases
 from specguard.distributed import make_scheduler, worker_slot, write_merged
 from specguard.errors import SpecguardError
 from specguard.gate import GateCase, gate_cases, group_server
+from specguard.progress import Progress, last_run_seconds, plan_line
 from specguard.results import read_records
 from specguard.lossless import lossless_cases, lossless_pairs
 from specguard.matrix import Cell, ServerConfig
@@ -59,6 +60,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="Where per-cell results (JSON lines), server logs and reports go. Default: %(default)s")
     group.addoption("--categories", metavar="LIST", type=_category_list, default=None,
                     help="Comma-separated categories to run, a subset of the matrix's. Default: all of them.")
+    group.addoption("--concurrency", metavar="LIST", type=_concurrency_list, default=None,
+                    help="Comma-separated concurrencies of the performance cells to run, a subset of the "
+                         "matrix's (lossless tests keep all of them). Default: all of them.")
     group.addoption("--rounds", metavar="N", type=_positive_int, default=None,
                     help="Rounds per cell, overriding the matrix. Default: the matrix's `rounds`.")
 
@@ -67,6 +71,16 @@ def _category_list(text: str) -> list[str]:
     items = [c.strip() for c in text.split(",") if c.strip()]
     if not items:
         raise pytest.UsageError(f"--categories: could not parse {text!r}; expected e.g. 'coding,math'")
+    return items
+
+
+def _concurrency_list(text: str) -> list[int]:
+    try:
+        items = [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        items = []
+    if not items or min(items) < 1:
+        raise pytest.UsageError(f"--concurrency: could not parse {text!r}; expected e.g. '1' or '1,4'")
     return items
 
 
@@ -95,6 +109,7 @@ def pytest_configure(config: pytest.Config) -> None:
         api_key=config.getoption("api_key"),
         rounds=config.getoption("rounds"),
         categories=config.getoption("categories"),
+        concurrency=config.getoption("concurrency"),
         # pytest-benchmark's option is a path in 5.x and an open file in older releases.
         benchmark_json=Path(getattr(bench_json, "name", bench_json)) if bench_json is not None else None,
         run_id=_run_id(config),
@@ -141,7 +156,7 @@ def _server_groups(s: SpecguardSession) -> dict[str, str]:
     groups.update({f"{s.matrix.id_prefix}-{p[1].name}-generated": _family(s, p[1]) for p in lossless_pairs(s.matrix)})
     groups.update({f"{s.matrix.id_prefix}-{c.name}": _family(s, c) for c in s.matrix.server_order()})
     groups.update({c.id: _family(s, c.server) for c in aggregate_cases(s.matrix)})
-    groups.update({g.id: _family(s, s.matrix.server(group_server(g, s.matrix))) for g in gate_cases(s.matrix, s.categories)})
+    groups.update({g.id: _family(s, s.matrix.server(group_server(g, s.matrix))) for g in gate_cases(s.matrix, s.categories, s.options.concurrency)})
     return groups
 
 
@@ -190,7 +205,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                                                       s.matrix.marker if c.perf else None)
                                                for c in s.matrix.server_order()])
     if "gate_case" in metafunc.fixturenames:
-        cases = gate_cases(s.matrix, s.categories)
+        cases = gate_cases(s.matrix, s.categories, s.options.concurrency)
         metafunc.parametrize("gate_case", [_param(g, g.id, _family(s, s.matrix.server(group_server(g, s.matrix))), None)
                                            for g in cases])
     if "lossless_pair" in metafunc.fixturenames:
@@ -231,7 +246,14 @@ def _order_key(s: SpecguardSession, item: pytest.Item) -> tuple[Any, ...]:
     else:
         return (-1,)   # unit tests first: they need no server
     order = [srv.name for srv in s.matrix.server_order()]
-    return (order.index(server), _KIND_ORDER.get(kind, 9), getattr(value, "concurrency", 0),
+    position: float = order.index(server)
+    if "cell" in params and s.matrix.workload.pairing == "interleaved":
+        # A plain server's cells go after its speculative servers' tests: they reuse the plain
+        # rounds that those cells' pairs measured.
+        family = [i for i, srv in enumerate(s.matrix.server_order()) if s.matrix.baseline_of(srv) == value.server]
+        if family:
+            position = max(family) + 0.5
+    return (position, _KIND_ORDER.get(kind, 9), getattr(value, "concurrency", 0),
             getattr(value, "category", ""))
 
 
@@ -257,6 +279,23 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                 if hasattr(item, "callspec") and isinstance(item.callspec.params.get("cell"), Cell)}
     needed = {s.baseline_cell(c) for c in selected} - {None} - selected
     s.needed_plain = sorted(needed, key=lambda c: (c.concurrency, c.category))
+    if selected and not hasattr(session.config, "workerinput"):
+        _announce(session.config, s, selected)
+
+
+def _announce(config: pytest.Config, s: SpecguardSession, selected: set[Cell]) -> None:
+    """The run's size before it starts, and a progress bar over its cells (on a terminal)."""
+    servers = {c.server.name for c in selected} | {b.server.name for b in s.needed_plain}
+    try:
+        last = last_run_seconds(read_records(s.results_path), s.options.run_id)
+    except SpecguardError:
+        last = None
+    line = plan_line(len(selected), sum(c.server.is_speculative for c in selected), len(servers), last)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line)
+    if not s.distributed:
+        s.progress = Progress(len(selected))
 
 
 def _skip_reason(s: SpecguardSession) -> str | None:
@@ -318,6 +357,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     s = session.config.stash.get(SESSION_KEY, None)
     if s is None:
         return
+    if s.progress is not None:
+        s.progress.close()
     s.pool.stop()
     if s.options.update_baselines and not hasattr(session.config, "workerinput"):
         path = s.update_baselines()

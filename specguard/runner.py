@@ -70,6 +70,7 @@ class CellMeasurement:
     checks: dict[str, Check] = field(default_factory=dict)
     confidence: float = 0.95                                 # of each interval (the look's confidence)
     pairing: str | None = None                               # "interleaved", "sequential" or None (plain)
+    reused_from: tuple[str, ...] = ()                        # plain cell: the paired cells whose plain rounds it took
 
     @property
     def throughputs(self) -> list[float]:
@@ -169,6 +170,7 @@ class CellMeasurement:
             "category": self.cell.category,
             "rounds": len(self.samples),
             "pairing": self.pairing,
+            "reused_from": list(self.reused_from),
             "confidence": self.confidence,
             "completed": sum(s.result.completed for s in self.samples),
             "failed": sum(s.result.failed for s in self.samples),

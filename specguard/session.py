@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -17,6 +16,7 @@ from specguard.errors import InputError
 from specguard.load import round_prompts, run_sync
 from specguard.matrix import Cell, Matrix, ServerConfig, load_matrix
 from specguard.pool import ServerPool
+from specguard.progress import Progress
 from specguard.prompts import Prompt, load_prompts
 from specguard.lossless import Greedy, LosslessReport, greedy_outputs, lossless_prompts
 from specguard.results import append_record, environment, now_iso, write_json_atomic
@@ -57,6 +57,7 @@ class Options:
     rounds: int | None = None
     benchmark_json: Path | None = None
     categories: list[str] | None = None
+    concurrency: list[int] | None = None       # performance cells' concurrencies, from --concurrency
     run_id: str = ""                          # the same on every xdist worker of one run
     worker: tuple[int, int] = (0, 1)          # (index, count) under pytest-xdist
 
@@ -78,6 +79,7 @@ class SpecguardSession:
     measurements: dict[str, CellMeasurement] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)   # per-feature session state (lossless refs)
     needed_plain: list[Cell] = field(default_factory=list)  # plain cells the selected cells divide by
+    progress: Progress | None = None                         # the terminal's bar, set by the plugin
 
     @classmethod
     def create(cls, options: Options) -> "SpecguardSession":
@@ -94,6 +96,12 @@ class SpecguardSession:
                 raise InputError(matrix.path, "workload.categories",
                                  f"--categories names {unknown}, which the matrix does not run (it has {categories})")
             categories = [c for c in categories if c in options.categories]
+        if options.concurrency is not None:
+            unknown_c = [c for c in options.concurrency if c not in w.concurrency]
+            if unknown_c:
+                raise InputError(matrix.path, "workload.concurrency",
+                                 f"--concurrency names {unknown_c}, which the matrix does not run "
+                                 f"(it has {list(w.concurrency)})")
         use_gpu = matrix.marker == "gpu"
         profile = options.profile or detect_profile(use_gpu)
         device = device_description(use_gpu)
@@ -144,7 +152,10 @@ class SpecguardSession:
         return self.options.results_dir
 
     def cells(self) -> list[Cell]:
-        return self.matrix.cells(self.categories)
+        """The performance cells this session runs: the selected categories and concurrencies."""
+        cells = self.matrix.cells(self.categories)
+        wanted = self.options.concurrency
+        return cells if wanted is None else [c for c in cells if c.concurrency in wanted]
 
     def rounds(self) -> tuple[int, int]:
         w = self.matrix.workload
@@ -196,6 +207,8 @@ class SpecguardSession:
         if cell.id not in self.measurements:
             self.measurements[cell.id] = self.measure_fresh(cell, run_rounds)
             self.record("cell", self.cell_info(self.measurements[cell.id]))
+            if self.progress is not None:
+                self.progress.cell_done()
         return self.measurements[cell.id]
 
     def measure_fresh(self, cell: Cell, run_rounds: Callable[[Callable[[], Any], int], list[Any]] | None = None,
@@ -215,6 +228,8 @@ class SpecguardSession:
             server, plain_server = self.pool.get(cell.server), None
             m = CellMeasurement(cell, baseline_throughputs=base,
                                 pairing="sequential" if cell.server.is_speculative else None)
+            if not cell.server.is_speculative and against is None:
+                self._reuse_plain_rounds(m)
         prompts = round_prompts(self.prompts[cell.category], w.requests_per_round(cell.concurrency))
         spec_round = self._round_runner(cell, server, prompts)
         plain_round = None if plain_server is None or base_cell is None else \
@@ -238,7 +253,8 @@ class SpecguardSession:
 
         seq = self.sequential() if confidence is None else Sequential(*self.rounds(), confidence)
         m.confidence = seq.look_confidence
-        run_rounds(one_round, seq.looks[0])
+        # At least one round of its own, so pytest-benchmark times this cell too.
+        run_rounds(one_round, max(1, seq.looks[0] - len(m.samples)))
         while len(m.samples) < seq.looks[0]:   # a disabled benchmark fixture runs the function only once
             one_round()
         self.judge(m, against)
@@ -251,6 +267,15 @@ class SpecguardSession:
             self.judge(m, against)
         return m
 
+    def _reuse_plain_rounds(self, m: CellMeasurement) -> None:
+        """A plain cell starts from the plain rounds its speculative cells already interleaved with
+        theirs (same server, prompts and concurrency): the pairs measured them, so the cell does not
+        measure them again. The plugin orders plain cells after their speculative cells."""
+        for other in self.measurements.values():
+            if other.pairs and self.baseline_cell(other.cell) == m.cell:
+                m.samples.extend(p.plain for p in other.pairs)
+                m.reused_from += (other.cell.id,)
+
     def _round_runner(self, cell: Cell, server: Any, prompts: list[Prompt]) -> Callable[[], RoundSample]:
         w = self.matrix.workload
         model = self.served_model(server, cell.server)
@@ -258,7 +283,8 @@ class SpecguardSession:
         def run() -> RoundSample:
             return run_round(cell, server, prompts, model=model, max_tokens=w.max_tokens,
                              api_key=self.api_key or None, request_timeout_s=w.request_timeout_s,
-                             ignore_eos=w.ignore_eos, on_done=_progress(cell.id))
+                             ignore_eos=w.ignore_eos,
+                             on_done=None if self.progress is None else self.progress.requests(cell.id))
         return run
 
     def warm(self, server: Any, cell: Cell) -> None:
@@ -393,18 +419,6 @@ def _by_category(prompts: list[Prompt]) -> dict[str, list[Prompt]]:
 
 def plain_rounds(one_round: Callable[[], RoundSample], n: int) -> list[RoundSample]:
     return [one_round() for _ in range(n)]
-
-
-def _progress(cell_id: str) -> Callable[[int, int], None] | None:
-    stream = sys.__stderr__
-    if stream is None or not stream.isatty():
-        return None
-
-    def show(done: int, total: int) -> None:
-        stream.write(f"\r  {cell_id}: {done}/{total} requests" + ("\n" if done == total else ""))
-        stream.flush()
-
-    return show
 
 
 def cell_baseline(m: CellMeasurement) -> CellBaseline:
