@@ -9,13 +9,15 @@ transformers (which needs ``gguf`` and ``accelerate``), and caches it under
 
 ``smollm2-135m-as-10b`` is derived from it by :mod:`specguard.inflate`: the same function, zero-padded
 to ~11 B parameters (~22 GB in bf16), so that a decode step is bound by reading weights on a big
-GPU. It is built from the verified 135M folder and cached the same way (its manifest also records
+GPU; ``smollm2-135m-as-31b`` pads the MLP further, to ~31.5 B parameters (~63 GB). Each is built
+from the verified 135M folder and cached the same way (its manifest also records
 the inflation and the sha256 of the 135M manifest it came from; a change of either rebuilds it).
 
 Usage::
 
     python -m specguard model smollm2-135m-instruct     # prints the folder, converting if needed
     python -m specguard model smollm2-135m-as-10b       # builds ~22 GB on first use
+    python -m specguard model smollm2-135m-as-31b       # builds ~63 GB on first use
 """
 
 from __future__ import annotations
@@ -74,6 +76,15 @@ BUILTINS: dict[str, BuiltinModel | InflatedModel] = {
         name="smollm2-135m-as-10b",
         base="smollm2-135m-instruct",
         inflation=Inflation(hidden=9216, intermediate=12288, extra_layers=0),
+        license="Apache-2.0",
+    ),
+    # The same with a 36864-wide MLP: ~31.5 B parameters, ~62.9 GB read per step, the size of the
+    # study's dense target (Gemma 4 31B). A speculative step's fixed costs (scheduling, drafting)
+    # weigh three times less against a step that reads three times more.
+    "smollm2-135m-as-31b": InflatedModel(
+        name="smollm2-135m-as-31b",
+        base="smollm2-135m-instruct",
+        inflation=Inflation(hidden=9216, intermediate=36864, extra_layers=0),
         license="Apache-2.0",
     ),
 }

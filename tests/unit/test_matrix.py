@@ -516,3 +516,17 @@ def test_tolerance_rel_is_a_fraction_or_an_input_error(rel: Any) -> None:
         assert exc.field == "tolerances.speedup.rel" and exc.path == str(FAKE)
     else:
         assert 0 <= m.tolerances["speedup"].rel < 1
+
+
+SHIPPED = sorted((Path(__file__).resolve().parents[2] / "fixtures" / "matrices").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_matrix_loads_and_names_its_builtins(path: Path) -> None:
+    from specguard.model import BUILTINS
+
+    m = load_matrix(path)
+    assert m.servers and m.workload.concurrency
+    for s in m.servers:
+        if s.model.startswith("builtin:"):
+            assert s.model.removeprefix("builtin:") in BUILTINS, f"{path.name}: {s.name} names {s.model}"
