@@ -247,10 +247,12 @@ def _order_key(s: SpecguardSession, item: pytest.Item) -> tuple[Any, ...]:
         return (-1,)   # unit tests first: they need no server
     order = [srv.name for srv in s.matrix.server_order()]
     position: float = order.index(server)
-    if "cell" in params and s.matrix.workload.pairing == "interleaved":
-        # A plain server's cells go after its speculative servers' tests: they reuse the plain
-        # rounds that those cells' pairs measured.
-        family = [i for i, srv in enumerate(s.matrix.server_order()) if s.matrix.baseline_of(srv) == value.server]
+    if s.matrix.workload.pairing == "interleaved":
+        # A plain server's own tests go after its speculative servers' tests: its cells reuse the
+        # plain rounds that those cells' pairs measured, and the family's first test then asks for
+        # the pair (which a CPU pool launches together).
+        config = s.matrix.server(server)
+        family = [i for i, srv in enumerate(s.matrix.server_order()) if s.matrix.baseline_of(srv) == config]
         if family:
             position = max(family) + 0.5
     return (position, _KIND_ORDER.get(kind, 9), getattr(value, "concurrency", 0),

@@ -2,9 +2,10 @@
 server whose rounds alternate with it), each started once per session.
 
 The plugin orders the tests so that every cell of one server family runs together; asking the
-pool for another config stops the server used longest ago (whole process group) first. Servers
-start one after the other, never at once (vLLM's start-up memory profiling on a GPU fails when
-another process allocates meanwhile). With ``--vllm-url`` the pool hands out already-running
+pool for another config stops the server used longest ago (whole process group) first. On a GPU
+servers start one after the other, never at once (vLLM's start-up memory profiling fails when
+another process allocates meanwhile); with ``parallel_starts`` (CPU matrices) a pair that needs
+starting is launched together. With ``--vllm-url`` the pool hands out already-running
 servers, one URL per server name, and starts nothing.
 """
 
@@ -29,6 +30,7 @@ class ServerStart:
     kv_cache_tokens: float | None = None   # from vLLM's start-up log, with the two below
     kv_cache_gib: float | None = None
     weights_gib: float | None = None
+    together: int = 1                      # servers launched at once with it (start-up times overlap)
 
 
 @dataclass
@@ -62,6 +64,7 @@ class ServerPool:
     device_env: dict[str, dict[str, str]] = field(default_factory=dict)   # per server: this worker's devices
     on_start: Callable[[ServerStart], None] | None = None                 # told of every start, failed or not
     capacity: int = 2
+    parallel_starts: bool = False    # launch a pair together (CPU); never on a GPU (memory profiling)
     _live: dict[str, VLLMServer] = field(default_factory=dict)   # least recently used first
     _failed: dict[str, str] = field(default_factory=dict)
 
@@ -106,7 +109,8 @@ class ServerPool:
 
     def pair(self, plain: ServerConfig, spec: ServerConfig) -> tuple[VLLMServer | ExternalServer,
                                                                       VLLMServer | ExternalServer]:
-        """Both servers live at once (started one after the other, never together)."""
+        """Both servers live at once: started one after the other, or launched together where
+        ``parallel_starts`` allows and neither is live."""
         if self.external:
             a, b = self.external_url(plain), self.external_url(spec)
             if a is not None and a == b:
@@ -114,9 +118,42 @@ class ServerPool:
                                   "compared with itself; pass one URL per server as NAME=URL")
         elif self.capacity < 2:
             raise ServerError(f"pairing {plain.name!r} with {spec.name!r} needs two live servers; capacity is 1")
+        elif self.parallel_starts and not any(c.name in self._live or c.name in self._failed for c in (plain, spec)):
+            self._start_together(plain, spec)
         first = self.get(plain, keep=(spec,))
         second = self.get(spec, keep=(plain,))
         return first, second
+
+    def _start_together(self, *configs: ServerConfig) -> None:
+        """Launch every config, then wait for each (CPU matrices: a start is mostly single-threaded
+        imports, so two overlap on two cores). A config that fails is recorded as failed, and
+        ``get`` then raises its error; the others stay live."""
+        while self._live and len(self._live) + len(configs) > self.capacity:
+            self._live.pop(next(iter(self._live))).stop()
+        launched: list[tuple[VLLMServer, float]] = []
+        for config in configs:
+            server = VLLMServer(config, log_dir=self.log_dir, api_key=self.api_key,
+                                extra_env=self.device_env.get(config.name, {}))
+            t0 = time.monotonic()
+            try:
+                server.launch()
+            except ServerError as exc:
+                self._fail(config, t0, exc)
+                continue
+            launched.append((server, t0))
+        for server, t0 in launched:
+            try:
+                server.wait_ready()
+            except ServerError as exc:
+                self._fail(server.config, t0, exc)
+                continue
+            self._live[server.config.name] = server
+            self._started(ServerStart(server.config.name, server.startup_s, True, memory_bytes=server.memory_bytes(),
+                                      together=len(configs), **server.startup_figures()))
+
+    def _fail(self, config: ServerConfig, t0: float, exc: ServerError) -> None:
+        self._started(ServerStart(config.name, time.monotonic() - t0, False, str(exc).splitlines()[0]))
+        self._failed[config.name] = str(exc)
 
     def _start(self, config: ServerConfig) -> VLLMServer:
         # Do not spend another start-up timeout on a config that already failed this session.
@@ -129,8 +166,7 @@ class ServerPool:
         try:
             server.start()
         except ServerError as exc:
-            self._started(ServerStart(config.name, time.monotonic() - t0, False, str(exc).splitlines()[0]))
-            self._failed[config.name] = str(exc)
+            self._fail(config, t0, exc)
             raise
         self._started(ServerStart(config.name, server.startup_s, True, memory_bytes=server.memory_bytes(),
                                   **server.startup_figures()))

@@ -111,6 +111,7 @@ class VLLMServer:
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.startup_s: float | None = None
+        self._t0 = 0.0
 
     @property
     def base_url(self) -> str:
@@ -124,6 +125,12 @@ class VLLMServer:
         self.stop()
 
     def start(self) -> None:
+        """Launch the server and wait until it answers /health (stopping it if it never does)."""
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
+        """Start the server's process group, without waiting for it (see :meth:`wait_ready`)."""
         model = resolve_model(self.config.model)
         if not self.config.model.startswith("builtin:") and model.startswith(("/", ".")) and not Path(model).exists():
             raise ServerError(f"server {self.config.name!r}: model path {model} does not exist")
@@ -141,12 +148,16 @@ class VLLMServer:
                                                            prefix=Path(self.python).parent.parent),
                                               **self.extra_env},
                                          start_new_session=True)
+        self._t0 = t0
+
+    def wait_ready(self) -> None:
+        """Wait for a launched server to answer /health; on failure its group is stopped."""
         try:
-            self._wait_healthy(t0)
+            self._wait_healthy(self._t0)
         except BaseException:
             self.stop()
             raise
-        self.startup_s = time.monotonic() - t0
+        self.startup_s = time.monotonic() - self._t0
 
     def _wait_healthy(self, t0: float) -> None:
         assert self.proc is not None

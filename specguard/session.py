@@ -126,7 +126,8 @@ class SpecguardSession:
         session = cls(options=options, matrix=matrix, categories=categories, loaded_prompts=prompts,
                       profile=profile, device=device, api_key=api_key or "",
                       pool=ServerPool(log_dir=log_dir, api_key=api_key, external_urls=_urls(options.vllm_urls),
-                                      device_env=env, capacity=2 if w.pairing == "interleaved" else 1),
+                                      device_env=env, capacity=2 if w.pairing == "interleaved" else 1,
+                                      parallel_starts=matrix.marker == "cpu"),
                       baseline=baseline, stored_aggregates=stored_aggregates, reference=reference,
                       environment=environment(device, profile))
         session.pool.on_start = lambda st: session.record("server", asdict(st))

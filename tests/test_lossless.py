@@ -22,8 +22,9 @@ def test_lossless(lossless_case, specguard, vllm_servers):
     why = specguard.one_url(case.server)
     if why:
         pytest.skip(why)
-    base = specguard.greedy(case.reference, case.concurrency)
-    spec = specguard.greedy(case.server, case.concurrency)
+    plain_server, spec_server = vllm_servers.pair(case.reference, case.server)
+    base = specguard.greedy(case.reference, case.concurrency, server=plain_server)
+    spec = specguard.greedy(case.server, case.concurrency, server=spec_server)
     report = compare_all(case.id, case.server.name, case.reference.name, case.concurrency, case.mode,
                          ls.near_tie_margin, base, spec, dtype=case.server.dtype)
     specguard.record_lossless(report)

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from specguard import server as server_mod
 from specguard.matrix import ServerConfig
+from specguard.pool import ServerPool
 from specguard.server import HOST, ServerError, VLLMServer, build_argv, server_env, startup_figures
 
 PLAIN = ServerConfig(name="baseline", model="org/model", dtype="float32", max_model_len=2048,
@@ -286,6 +287,43 @@ def test_check_alive_reports_a_dead_server(fake_server: dict[str, Any], tmp_path
     finally:
         srv.stop()
     _assert_gone(pids)
+
+
+def test_a_pair_launched_together_is_live_with_overlapping_starts(fake_server: dict[str, Any],
+                                                                   tmp_path: Path) -> None:
+    fake_server["status"] = 200
+    pool = ServerPool(log_dir=tmp_path / "logs", parallel_starts=True)
+    plain, spec = ServerConfig(name="plain", model="org/m"), ServerConfig(name="spec", model="org/m")
+    try:
+        a, b = pool.pair(plain, spec)
+        assert (a.config.name, b.config.name) == ("plain", "spec")
+        assert [(st.name, st.ok, st.together) for st in pool.starts] == [("plain", True, 2), ("spec", True, 2)]
+        assert len(set(fake_server["ports"])) == 2
+        assert pool.pair(plain, spec) == (a, b)   # already live: nothing starts again
+        assert len(pool.starts) == 2
+    finally:
+        pool.stop()
+
+
+def test_a_pair_whose_plain_server_fails_keeps_the_other_and_names_the_failure(
+        monkeypatch: pytest.MonkeyPatch, fake_server: dict[str, Any], tmp_path: Path) -> None:
+    fake_server["status"] = 200
+
+    def by_name(config: ServerConfig, *, model: str, port: int, python: str = sys.executable) -> list[str]:
+        script = EXIT_SCRIPT if config.name == "plain" else HTTP_SCRIPT
+        return [sys.executable, "-c", script, str(port), "200", str(tmp_path / f"{config.name}.pids")]
+
+    monkeypatch.setattr(server_mod, "build_argv", by_name)
+    pool = ServerPool(log_dir=tmp_path / "logs", parallel_starts=True)
+    plain, spec = ServerConfig(name="plain", model="org/m"), ServerConfig(name="spec", model="org/m")
+    try:
+        with pytest.raises(ServerError, match=r"'plain' failed to start earlier in this session"):
+            pool.pair(plain, spec)
+        assert [(st.name, st.ok) for st in pool.starts] == [("plain", False), ("spec", True)]
+        assert "exited with code 3 during start-up" in (pool.starts[0].error or "")
+        assert pool.get(spec).config.name == "spec"   # still live
+    finally:
+        pool.stop()
 
 
 # --- memory figures from vLLM's start-up log -------------------------------------------------------
