@@ -131,11 +131,6 @@ class Greedy:
                 "top": [[[t, lp if math.isfinite(lp) else -1e30] for t, lp in pos] for pos in self.top],
                 "text": self.text}
 
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> "Greedy":
-        return cls(raw["prompt_id"], tuple(raw["token_ids"]),
-                   tuple(tuple((int(t), float(lp)) for t, lp in pos) for pos in raw["top"]), raw["text"])
-
 
 @dataclass(frozen=True)
 class Divergence:
@@ -340,7 +335,8 @@ async def greedy_outputs(base_url: str, model: str, prompts: Sequence[Prompt], *
                     seed=seed, logprobs=True, top_logprobs=top_logprobs,
                     extra_body={"return_tokens_as_token_ids": True})
             except openai.APIStatusError as exc:
-                raise RuntimeError(f"{p.id}: HTTP {exc.status_code}: {str(exc.body)[:500]}") from exc
+                # from None: the client's own frames (headers among their arguments) stay out of the traceback
+                raise RuntimeError(f"{p.id}: HTTP {exc.status_code}: {str(exc.body)[:500]}") from None
         return parse_choice(p.id, resp.choices[0].model_dump())
 
     async with client:

@@ -22,6 +22,7 @@ from specguard.errors import SpecguardError
 from specguard.gate import GateCase, gate_cases, group_server
 from specguard.progress import Progress, last_run_seconds, plan_line
 from specguard.results import read_records
+from specguard.secret import secret
 from specguard.lossless import lossless_cases, lossless_pairs
 from specguard.matrix import Cell, ServerConfig
 from specguard.runner import RoundSample
@@ -106,7 +107,7 @@ def pytest_configure(config: pytest.Config) -> None:
         profile=config.getoption("baseline_profile"),
         update_baselines=config.getoption("update_baselines"),
         vllm_urls=tuple(config.getoption("vllm_url") or ()),
-        api_key=config.getoption("api_key"),
+        api_key=secret(config.getoption("api_key")),
         rounds=config.getoption("rounds"),
         categories=config.getoption("categories"),
         concurrency=config.getoption("concurrency"),

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from specguard import plots as plotting
-from specguard.ab import ab_report  # noqa: F401  (the A/B report lives in specguard.ab)
 from specguard.benchjson import BenchRun, CellResult, load_benchmark
 from specguard.markdown import num, table, tok, token
 from specguard.roofline import bandwidth_for, model_folder, parse_bandwidth, roofline_tok_s, weight_bytes

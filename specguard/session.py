@@ -17,6 +17,7 @@ from specguard.load import round_prompts, run_sync
 from specguard.matrix import Cell, Matrix, ServerConfig, load_matrix
 from specguard.pool import ServerPool
 from specguard.progress import Progress
+from specguard.secret import secret
 from specguard.prompts import Prompt, load_prompts
 from specguard.lossless import Greedy, LosslessReport, greedy_outputs, lossless_prompts
 from specguard.results import append_record, environment, now_iso, write_json_atomic
@@ -106,7 +107,7 @@ class SpecguardSession:
         profile = options.profile or detect_profile(use_gpu)
         device = device_description(use_gpu)
         # A fresh key per session unless the user gives one (needed with --vllm-url if that server has one).
-        api_key = options.api_key or (None if options.vllm_urls else secrets.token_hex(16))
+        api_key = secret(options.api_key or (None if options.vllm_urls else secrets.token_hex(16)))
         log_dir = options.results_dir / "logs"
         baseline = load_baseline(baseline_path(options.baseline_dir, profile, matrix.name))
         reference = None

@@ -246,19 +246,6 @@ def paired_ratio_ci(numerator: Sequence[float], denominator: Sequence[float], co
     return _interval(math.exp(float(ci.low)), math.exp(float(ci.high)), estimate, confidence, "paired-t-log")
 
 
-def mann_whitney_p(a: Sequence[float], b: Sequence[float], alternative: str = "two-sided") -> float:
-    """p-value of the Mann-Whitney U test of ``a`` against ``b``.
-
-    Both samples constant and equal: 1.0 (scipy would divide a zero variance).
-    """
-    if alternative not in ("two-sided", "less", "greater"):
-        raise ValueError(f"alternative must be 'two-sided', 'less' or 'greater', got {alternative!r}")
-    x, y = _sorted_finite(a, "a"), _sorted_finite(b, "b")
-    if x[0] == x[-1] == y[0] == y[-1]:
-        return 1.0
-    return float(_scipy_stats.mannwhitneyu(x, y, alternative=alternative).pvalue)
-
-
 def stability_warning(summary: Summary, name: str) -> str | None:
     """pyperf-style warning when the rounds vary by more than ``UNSTABLE_CV`` of the mean."""
     if summary.cv <= UNSTABLE_CV:

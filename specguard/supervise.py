@@ -18,7 +18,11 @@ import sys
 import time
 
 POLL_S = 0.5
-GRACE_S = 15.0
+# SIGTERM, then at most GRACE_S for the API server and STRAGGLER_S for the rest before SIGKILL: the
+# whole group is gone within ~8 s of pytest's death, so a job that starts next on the same GPU finds
+# its memory free (with 15 s + 15 s, a server killed during its start-up took 30-60 s to go).
+GRACE_S = 4.0
+STRAGGLER_S = 3.0
 
 
 def _alive(pid: int) -> bool:
@@ -57,7 +61,7 @@ def _terminate_group(child: subprocess.Popen[bytes]) -> None:
         child.wait(timeout=GRACE_S)
     except subprocess.TimeoutExpired:
         pass
-    deadline = time.monotonic() + GRACE_S
+    deadline = time.monotonic() + STRAGGLER_S
     while _others() and time.monotonic() < deadline:
         time.sleep(POLL_S)
     for pid in _others():

@@ -158,7 +158,7 @@ HTTP_SCRIPT = textwrap.dedent("""
     # A grandchild, as vLLM's engine core would be: stopping must take it down too.
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     with open(info, "w") as f:
-        f.write(f"{os.getpid()} {child.pid}")
+        f.write(f"{os.getpid()} {child.pid} {os.getppid()}")   # the parent is the suite's supervisor
     class Health(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             self.send_response(status)
@@ -196,8 +196,10 @@ def _pids(info: Path) -> list[int]:
 
 
 def _assert_gone(pids: list[int]) -> None:
-    """Neither the server nor its grandchild, nor anything else in its process group, is alive."""
-    pgid = pids[0]   # start_new_session=True: the server leads its own group
+    """Neither the server, its grandchild nor its supervisor, nor anything else in their process
+    group, is alive. ``pids``: server, grandchild, supervisor (which leads the group)."""
+    assert len(pids) == 3 and os.getpgid(os.getpid()) != pids[2]
+    pgid = pids[2]   # start_new_session=True on the supervisor: it leads the group
     deadline = time.monotonic() + 5
     while True:
         alive = []

@@ -13,7 +13,6 @@ from specguard.stats import (
     UNSTABLE_CV,
     Interval,
     Summary,
-    mann_whitney_p,
     mean_ci,
     percentile,
     ratio_ci,
@@ -283,33 +282,6 @@ def test_ratio_ci_identical_samples_are_degenerate(a: float, n: int, b: float, m
         warnings.simplefilter("error")
         interval = ratio_ci([a] * n, [b] * m)
     assert interval.low == interval.high == interval.estimate == a / b
-
-
-# --- mann_whitney_p ---------------------------------------------------------------------------
-
-def test_mann_whitney_known_values() -> None:
-    assert mann_whitney_p([1, 2, 3], [4, 5, 6]) == pytest.approx(0.1)  # exact: 2 / C(6, 3)
-    assert mann_whitney_p([1, 2, 3], [4, 5, 6], "less") == pytest.approx(0.05)
-    assert mann_whitney_p([1, 2, 3], [4, 5, 6], "greater") == pytest.approx(1.0)
-
-
-def test_mann_whitney_constant_equal_samples() -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert mann_whitney_p([3.0, 3.0], [3.0, 3.0, 3.0]) == 1.0
-
-
-def test_mann_whitney_rejects_bad_input() -> None:
-    with pytest.raises(ValueError, match="alternative"):
-        mann_whitney_p([1.0], [2.0], "bigger")
-    with pytest.raises(ValueError, match="b: empty"):
-        mann_whitney_p([1.0], [])
-
-
-@PROPS
-@given(st.lists(finite, min_size=1, max_size=15), st.lists(finite, min_size=1, max_size=15))
-def test_mann_whitney_p_is_a_probability(a: list[float], b: list[float]) -> None:
-    assert 0.0 <= mann_whitney_p(a, b) <= 1.0
 
 
 # --- stability_warning ------------------------------------------------------------------------
