@@ -20,12 +20,12 @@ from specguard.aggregate import aggregate_cases
 from specguard.distributed import make_scheduler, worker_slot, write_merged
 from specguard.errors import SpecguardError
 from specguard.gate import GateCase, gate_cases, group_server
-from specguard.progress import Progress, last_run_seconds, plan_line
-from specguard.results import read_records
-from specguard.secret import secret
 from specguard.lossless import lossless_cases, lossless_pairs
 from specguard.matrix import Cell, ServerConfig
+from specguard.progress import Progress, last_run_seconds, plan_line
+from specguard.results import read_records
 from specguard.runner import RoundSample
+from specguard.secret import secret
 from specguard.server import vllm_distribution
 from specguard.session import Options, SpecguardSession, cuda_vllm_available, default_matrix
 
@@ -246,14 +246,15 @@ def _order_key(s: SpecguardSession, item: pytest.Item) -> tuple[Any, ...]:
         server = value.name
     else:
         return (-1,)   # unit tests first: they need no server
-    order = [srv.name for srv in s.matrix.server_order()]
+    servers = s.matrix.server_order()
+    order = [srv.name for srv in servers]
     position: float = order.index(server)
     if s.matrix.workload.pairing == "interleaved":
         # A plain server's own tests go after its speculative servers' tests: its cells reuse the
         # plain rounds that those cells' pairs measured, and the family's first test then asks for
         # the pair (which a CPU pool launches together).
         config = s.matrix.server(server)
-        family = [i for i, srv in enumerate(s.matrix.server_order()) if s.matrix.baseline_of(srv) == config]
+        family = [i for i, srv in enumerate(servers) if s.matrix.baseline_of(srv) == config]
         if family:
             position = max(family) + 0.5
     return (position, _KIND_ORDER.get(kind, 9), getattr(value, "concurrency", 0),

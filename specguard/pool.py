@@ -95,12 +95,7 @@ class ServerPool:
             self._failed[config.name] = f"died with exit code {code}"
             raise ServerError(f"vLLM server {config.name!r} died with exit code {code}; log tail:\n"
                               f"{live.log_tail()}")
-        keep_names = {k.name for k in keep}
-        for name in list(self._live):
-            if len(self._live) < self.capacity:
-                break
-            if name not in keep_names:
-                self._live.pop(name).stop()
+        self._make_room(1, keep)
         if len(self._live) >= self.capacity:
             raise ServerError(f"cannot start {config.name!r}: {len(self._live)} servers live, capacity {self.capacity}")
         server = self._start(config)
@@ -128,12 +123,10 @@ class ServerPool:
         """Launch every config, then wait for each (CPU matrices: a start is mostly single-threaded
         imports, so two overlap on two cores). A config that fails is recorded as failed, and
         ``get`` then raises its error; the others stay live."""
-        while self._live and len(self._live) + len(configs) > self.capacity:
-            self._live.pop(next(iter(self._live))).stop()
+        self._make_room(len(configs))
         launched: list[tuple[VLLMServer, float]] = []
         for config in configs:
-            server = VLLMServer(config, log_dir=self.log_dir, api_key=self.api_key,
-                                extra_env=self.device_env.get(config.name, {}))
+            server = self._new_server(config)
             t0 = time.monotonic()
             try:
                 server.launch()
@@ -148,8 +141,24 @@ class ServerPool:
                 self._fail(server.config, t0, exc)
                 continue
             self._live[server.config.name] = server
-            self._started(ServerStart(server.config.name, server.startup_s, True, memory_bytes=server.memory_bytes(),
-                                      together=len(configs), **server.startup_figures()))
+            self._ready(server, together=len(configs))
+
+    def _make_room(self, slots: int, keep: tuple[ServerConfig, ...] = ()) -> None:
+        """Stop the servers used longest ago, except those in ``keep``, until ``slots`` more fit."""
+        keep_names = {k.name for k in keep}
+        for name in list(self._live):
+            if len(self._live) + slots <= self.capacity:
+                break
+            if name not in keep_names:
+                self._live.pop(name).stop()
+
+    def _new_server(self, config: ServerConfig) -> VLLMServer:
+        return VLLMServer(config, log_dir=self.log_dir, api_key=self.api_key,
+                          extra_env=self.device_env.get(config.name, {}))
+
+    def _ready(self, server: VLLMServer, together: int = 1) -> None:
+        self._started(ServerStart(server.config.name, server.startup_s, True, memory_bytes=server.memory_bytes(),
+                                  together=together, **server.startup_figures()))
 
     def _fail(self, config: ServerConfig, t0: float, exc: ServerError) -> None:
         self._started(ServerStart(config.name, time.monotonic() - t0, False, str(exc).splitlines()[0]))
@@ -160,16 +169,14 @@ class ServerPool:
         if config.name in self._failed:
             raise ServerError(f"server {config.name!r} failed to start earlier in this session:\n"
                               f"{self._failed[config.name]}")
-        server = VLLMServer(config, log_dir=self.log_dir, api_key=self.api_key,
-                            extra_env=self.device_env.get(config.name, {}))
+        server = self._new_server(config)
         t0 = time.monotonic()
         try:
             server.start()
         except ServerError as exc:
             self._fail(config, t0, exc)
             raise
-        self._started(ServerStart(config.name, server.startup_s, True, memory_bytes=server.memory_bytes(),
-                                  **server.startup_figures()))
+        self._ready(server)
         return server
 
     def _started(self, start: ServerStart) -> None:

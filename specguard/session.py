@@ -17,13 +17,13 @@ from specguard.load import round_prompts, run_sync
 from specguard.matrix import Cell, Matrix, ServerConfig, load_matrix
 from specguard.pool import ServerPool
 from specguard.progress import Progress
-from specguard.secret import secret
 from specguard.prompts import Prompt, load_prompts
 from specguard.lossless import Greedy, LosslessReport, greedy_outputs, lossless_prompts
 from specguard.results import append_record, environment, now_iso, write_json_atomic
 from specguard.decision import Sequential
 from specguard.judge import Against, choose, deciding, judge_metrics
 from specguard.runner import CellMeasurement, Pair, RoundSample, pair_order, run_round
+from specguard.secret import secret
 from specguard.server import request_json, vllm_distribution
 from specguard.verdict import Verdict
 
