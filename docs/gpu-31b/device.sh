@@ -2,29 +2,34 @@
 # What ran on the lent H200 for docs/gpu-31b/ (vLLM 0.25.0 staged by ../shared/gpu/stage.sh and
 # installed by its install-on-device.sh). From the project root on the device:
 #   bash docs/gpu-31b/device.sh go     # background: build the models, run the matrix (writes the baseline)
+#   bash docs/gpu-31b/device.sh go2    # background: a second start-up of baseline + ngram4, judged
 #   bash docs/gpu-31b/device.sh poll S # wait up to S seconds, report; packs /tmp/w into $OUT
-# The ~63 GB model is built in /dev/shm when it has the room (the disk keeps ~40 GB free after the
-# install), else on the disk.
+# The ~63 GB model is written sparse (specguard.inflate.write_sparse): ~2 GB of disk.
 set -u
 export PYTHONPATH=/tmp/site:$PWD VLLM_USE_FLASHINFER_SAMPLER=0 PYTHONUNBUFFERED=1 \
   SPECGUARD_SMOLLM2_GGUF=/tmp/models/SmolLM2-135M-Instruct.Q4_1.gguf
-free_gb() { df -BG --output=avail "$1" 2>/dev/null | tail -1 | tr -dc 0-9; }
-if [ "$(free_gb /dev/shm)" -ge 70 ] 2>/dev/null; then export SPECGUARD_CACHE=/dev/shm/sgcache; else export SPECGUARD_CACHE=/tmp/sgcache; fi
+export SPECGUARD_CACHE=/tmp/sgcache
 W=/tmp/w
 M=fixtures/matrices/ref-gpu-31b.toml
 stamp() { echo "== $(date -u +%H:%M:%S) $*"; }
 case "${1:-}" in
-  go)
-    mkdir -p $W && cp "$0" $W/device.sh
-    setsid nohup bash $W/device.sh all > $W/driver.log 2>&1 < /dev/null &
+  go|go2)
+    mkdir -p $W && cp "$0" $W/device.sh && rm -f $W/done
+    step=all; [ "$1" = go2 ] && step=run2
+    setsid nohup bash $W/device.sh $step >> $W/driver.log 2>&1 < /dev/null &
     echo "driver pid $!" ;;
+  run2)  # a second start-up: baseline and ngram4 at c=1 judged against the baseline run 1 wrote
+    stamp run2
+    python3 -m pytest -m gpu -p no:cacheprovider --ignore=tests/unit --matrix $M --concurrency 1 -k "baseline or ngram4" \
+      --baseline-dir $W/baselines --results-dir=$W/results2 --benchmark-json=$W/benchmark2.json > $W/pytest2.log 2>&1
+    echo "run2 rc=$?" | tee $W/run2.rc; stamp run2 done; touch $W/done ;;
   all)
     stamp start; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     df -h /dev/shm /tmp | tee $W/df.txt; echo "cache: $SPECGUARD_CACHE"
     python3 -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
     t0=$(date +%s.%N); python3 -m specguard model smollm2-135m-instruct
     t1=$(date +%s.%N); python3 -m specguard model smollm2-135m-as-31b
-    t2=$(date +%s.%N); du -sh $SPECGUARD_CACHE/models/*
+    t2=$(date +%s.%N); du -sh $SPECGUARD_CACHE/models/*; du -sh --apparent-size $SPECGUARD_CACHE/models/*
     python3 -c "print(f'model build: 135m {$t1-$t0:.1f} s, as-31b {$t2-$t1:.1f} s')" | tee $W/model-times.txt
     stamp run1
     python3 -m pytest -m "gpu or gate" -p no:cacheprovider --ignore=tests/unit --matrix $M --update-baselines \
@@ -38,7 +43,7 @@ case "${1:-}" in
     end=$(( $(date +%s) + ${2:-0} ))
     i=0; while [ $(date +%s) -lt $end ] && [ ! -f $W/done ]; do sleep 20; i=$((i + 1)); [ $((i % 3)) -eq 0 ] && bash $0 pack; done
     date -u +%H:%M:%S; cat $W/model-times.txt 2>/dev/null; tail -n 6 $W/driver.log 2>/dev/null
-    [ -f $W/pytest.log ] && { echo "-- pytest.log"; tail -c 900 $W/pytest.log; echo; }
+    for f in pytest.log pytest2.log; do [ -f $W/$f ] && { echo "-- $f"; tail -c 900 $W/$f; echo; }; done
     [ -f $W/results/cells.jsonl ] && echo "cells: $(grep -c '"kind": "cell"' $W/results/cells.jsonl); starts: $(grep '"kind": "server"' $W/results/cells.jsonl | python3 -c 'import sys,json; print([(r["name"], round(r["startup_s"] or 0,1), r["ok"]) for r in map(json.loads, sys.stdin)])')"
     nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader
     bash $0 pack; ls -la ${OUT:-/nonexistent} 2>/dev/null ;;

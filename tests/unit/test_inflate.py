@@ -20,7 +20,10 @@ from typing import Any
 import pytest
 
 from specguard.errors import SpecguardError
-from specguard.inflate import BASE_HIDDEN, Inflation, InflationError, inflate_folder
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from specguard.inflate import BASE_HIDDEN, SPARSE_BLOCK, Inflation, InflationError, inflate_folder, write_sparse
 from specguard.model import BUILTINS, InflatedModel, ModelError, cache_root, resolve_model, verify_folder
 
 PROMPTS = [
@@ -29,6 +32,45 @@ PROMPTS = [
     "Speculative decoding speeds up inference because",
 ]
 NEW_TOKENS = 16
+
+
+# --- sparse shards ------------------------------------------------------------------------------
+
+def _pieces() -> st.SearchStrategy[bytes]:
+    """Bytes made of zero runs and random runs, of lengths around the block size."""
+    run = st.one_of(st.integers(0, 3 * SPARSE_BLOCK).map(bytes),
+                    st.binary(min_size=1, max_size=SPARSE_BLOCK + 7))
+    return st.lists(run, max_size=6).map(b"".join)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=_pieces())
+def test_a_sparse_file_reads_back_byte_for_byte(data: bytes, tmp_path_factory: pytest.TempPathFactory) -> None:
+    path = tmp_path_factory.mktemp("sparse") / "f"
+    written = write_sparse(path, data)
+    assert path.read_bytes() == data
+    assert written <= len(data)
+
+
+def test_only_the_blocks_with_a_nonzero_byte_are_written(tmp_path: Path) -> None:
+    b = SPARSE_BLOCK
+    data = bytes(b) + b"x" + bytes(2 * b - 1) + bytes(3 * b) + b"tail"   # blocks: 0, x, 0, 0, 0, 0, tail
+    assert write_sparse(tmp_path / "f", data) == b + 4
+    assert (tmp_path / "f").read_bytes() == data
+    assert write_sparse(tmp_path / "z", bytes(5 * b)) == 0
+    assert (tmp_path / "z").stat().st_size == 5 * b
+    assert write_sparse(tmp_path / "e", b"") == 0 and (tmp_path / "e").read_bytes() == b""
+
+
+def test_an_inflated_shard_has_the_bytes_save_file_writes(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save, save_file
+
+    t = {"w": torch.zeros((64, 2304), dtype=torch.bfloat16), "n": torch.arange(7, dtype=torch.float32)}
+    t["w"][:3, :5] = 1.5
+    save_file(t, str(tmp_path / "dense"), metadata={"format": "pt"})
+    write_sparse(tmp_path / "sparse", save(t, metadata={"format": "pt"}))
+    assert (tmp_path / "sparse").read_bytes() == (tmp_path / "dense").read_bytes()
 
 
 # --- the exactness rule ------------------------------------------------------------------------
