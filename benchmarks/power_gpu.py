@@ -25,7 +25,7 @@ design needs up to ``max_rounds`` (8) pairs, so two replays are given:
   pool around a true speedup equal to the stored one. The verdict does not depend on the
   estimate's level (stored and candidate move together), so the rates are per pool.
 
-``--second`` (cells of a later start-up of the same servers): its pairs judged against the first
+``--second`` (cells of a later start-up of the same servers): its pairs join the pools, and are judged against the first
 run's stored estimate of the same cell, i.e. a real cross-start-up false-alarm observation.
 """
 
@@ -53,6 +53,13 @@ from specguard.verdict import Verdict, judge  # noqa: E402
 # average; the larger ones show where detection starts.
 SHIFTS = {"false_alarm_rate": 1.0, "detection_rate_5pct": 0.95, "detection_rate_10pct": 0.90,
           "detection_rate_15pct": 0.85, "detection_rate_20pct": 0.80}
+
+
+def shifts(slowdowns: list[float] | None) -> dict[str, float]:
+    """The candidates: as measured, and each slowdown (percent) planted on the speculative side."""
+    if not slowdowns:
+        return SHIFTS
+    return {"false_alarm_rate": 1.0, **{f"detection_rate_{p:g}pct": 1 - p / 100 for p in sorted(slowdowns)}}
 
 
 def load_pairs(path: Path) -> dict[str, dict]:
@@ -98,9 +105,10 @@ def decide_logs(order: list[float], stored: float, tol: Tolerance, seq: Sequenti
     return verdict, n
 
 
-def rates(draw, stored: float, tol: Tolerance, seq: Sequential, trials: int, rng: random.Random) -> dict:
+def rates(draw, stored: float, tol: Tolerance, seq: Sequential, trials: int, rng: random.Random,
+          candidates: dict[str, float] = SHIFTS) -> dict:
     out: dict[str, float] = {}
-    for key, factor in SHIFTS.items():
+    for key, factor in candidates.items():
         verdicts, ns = [], []
         for _ in range(trials):
             logs = [x + math.log(factor) for x in draw(rng)]
@@ -121,8 +129,11 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=4000)
     ap.add_argument("--tolerances", type=float, nargs="*", default=[0.05],
                     help="speedup tolerances replayed besides the matrix's")
+    ap.add_argument("--slowdowns", type=float, nargs="*", default=None,
+                    help="planted slowdowns in percent (default 5 10 15 20)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
+    candidates = shifts(args.slowdowns)
 
     m = load_matrix(args.matrix)
     w = m.workload
@@ -131,6 +142,8 @@ def main() -> int:
     seq = Sequential(w.rounds, w.max_rounds, w.confidence)
     rng = random.Random(0)
     cells = load_pairs(args.cells)
+    # A later start-up's cells add their pair noise (around their own mean) to the pools.
+    later = load_pairs(args.second) if args.second is not None and args.second.is_file() else {}
 
     own = []
     for tol, (cid, c) in ((t, kv) for t in tols for kv in sorted(cells.items())):
@@ -141,7 +154,7 @@ def main() -> int:
                "paired_log_sd": statistics.stdev(logs) if len(logs) > 1 else None,
                "looks_possible": [n for n in seq.looks if n <= len(logs)],
                **rates(lambda r, logs=logs: r.sample(logs, len(logs)), stored, tol, seq,
-                       args.trials if len(logs) > w.rounds else 1, rng)}
+                       args.trials if len(logs) > w.rounds else 1, rng, candidates)}
         own.append(row)
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
 
@@ -152,7 +165,7 @@ def main() -> int:
                                          for k in sorted({c["concurrency"] for c in cells.values()})
                                          for g in groups.items()):
         resid: list[float] = []
-        for c in cells.values():
+        for c in [*cells.values(), *later.values()]:
             if c["concurrency"] != conc or (servers is not None and c["server"] not in servers):
                 continue
             logs = [math.log(s / p) for s, p in zip(c["spec"], c["plain"])]
@@ -164,7 +177,8 @@ def main() -> int:
             continue
         row = {"tolerance": tol.rel, "concurrency": conc, "servers": label, "pool_pairs": len(resid),
                "pair_log_sd": statistics.stdev(resid),
-               **rates(lambda r, resid=resid: r.sample(resid, w.max_rounds), 1.0, tol, seq, args.trials, rng)}
+               **rates(lambda r, resid=resid: r.sample(resid, w.max_rounds), 1.0, tol, seq, args.trials, rng,
+                       candidates)}
         pooled.append(row)
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
 

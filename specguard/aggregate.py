@@ -114,10 +114,12 @@ class AggregateCase:
     concurrency: int
 
 
-def aggregate_cases(matrix: Matrix) -> list[AggregateCase]:
-    """One per (server, concurrency) with performance cells, in server start order."""
+def aggregate_cases(matrix: Matrix, concurrency: Sequence[int] | None = None) -> list[AggregateCase]:
+    """One per (server, concurrency) with performance cells, in server start order; ``concurrency``
+    keeps those levels only (a session's selection)."""
     return [AggregateCase(aggregate_id(matrix.id_prefix, s.name, c), s, c)
-            for s in matrix.server_order() if s.perf for c in matrix.workload.concurrency]
+            for s in matrix.server_order() if s.perf for c in matrix.workload.concurrency
+            if concurrency is None or c in concurrency]
 
 
 def aggregates_from_cells(cells: Mapping[str, CellBaseline], matrix: Matrix,

@@ -16,13 +16,13 @@ class GateCase:
     reference: Cell | None  # whose figures are the baseline (None for a rerun: the candidate's own)
 
 
-def gate_cases(matrix: Matrix, categories: list[str], concurrency: list[int] | None = None) -> list[GateCase]:
-    """The gate's checks at the lowest selected concurrency and the first selected category."""
+def gate_cases(matrix: Matrix, cells: list[Cell]) -> list[GateCase]:
+    """The gate's checks among ``cells`` (a session's selection): at their lowest concurrency and
+    their first category."""
     g = matrix.gate_checks
-    cells = matrix.cells(categories)
     if not cells:
         return []
-    conc, cat = min(concurrency or matrix.workload.concurrency), categories[0]
+    conc, cat = min(c.concurrency for c in cells), cells[0].category
 
     def cell(server: str) -> Cell:
         return next(c for c in cells if c.server.name == server and c.concurrency == conc and c.category == cat)

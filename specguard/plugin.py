@@ -16,10 +16,9 @@ from typing import Any
 
 import pytest
 
-from specguard.aggregate import aggregate_cases
 from specguard.distributed import make_scheduler, worker_slot, write_merged
 from specguard.errors import SpecguardError
-from specguard.gate import GateCase, gate_cases, group_server
+from specguard.gate import GateCase, group_server
 from specguard.lossless import lossless_cases, lossless_pairs
 from specguard.matrix import Cell, ServerConfig
 from specguard.progress import Progress, last_run_seconds, plan_line
@@ -156,8 +155,8 @@ def _server_groups(s: SpecguardSession) -> dict[str, str]:
     groups.update({c.id: _family(s, c.server) for c in lossless_cases(s.matrix)})
     groups.update({f"{s.matrix.id_prefix}-{p[1].name}-generated": _family(s, p[1]) for p in lossless_pairs(s.matrix)})
     groups.update({f"{s.matrix.id_prefix}-{c.name}": _family(s, c) for c in s.matrix.server_order()})
-    groups.update({c.id: _family(s, c.server) for c in aggregate_cases(s.matrix)})
-    groups.update({g.id: _family(s, s.matrix.server(group_server(g, s.matrix))) for g in gate_cases(s.matrix, s.categories, s.options.concurrency)})
+    groups.update({c.id: _family(s, c.server) for c in s.aggregate_cases()})
+    groups.update({g.id: _family(s, s.matrix.server(group_server(g, s.matrix))) for g in s.gate_cases()})
     return groups
 
 
@@ -197,7 +196,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         cases = lossless_cases(s.matrix)
         metafunc.parametrize("lossless_case", [_param(c, c.id, _family(s, c.server), None) for c in cases])
     if "aggregate_case" in metafunc.fixturenames:
-        aggs = aggregate_cases(s.matrix)
+        aggs = s.aggregate_cases()
         metafunc.parametrize("aggregate_case", [_param(a, a.id, _family(s, a.server), s.matrix.marker) for a in aggs])
     if "server_config" in metafunc.fixturenames:
         # Only servers with performance cells carry the matrix's marker: `-m cpu` must not start a
@@ -206,7 +205,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                                                       s.matrix.marker if c.perf else None)
                                                for c in s.matrix.server_order()])
     if "gate_case" in metafunc.fixturenames:
-        cases = gate_cases(s.matrix, s.categories, s.options.concurrency)
+        cases = s.gate_cases()
         metafunc.parametrize("gate_case", [_param(g, g.id, _family(s, s.matrix.server(group_server(g, s.matrix))), None)
                                            for g in cases])
     if "lossless_pair" in metafunc.fixturenames:
@@ -231,7 +230,9 @@ def _order_key(s: SpecguardSession, item: pytest.Item) -> tuple[Any, ...]:
         kind, server = item.module.__name__.rsplit("test_", 1)[-1], value.server.name
     elif "aggregate_case" in params:
         value, kind = params["aggregate_case"], "aggregate"
-        server = value.server.name
+        # A speculative aggregate's speedup divides by its plain server's cells: it goes with them.
+        plain = s.matrix.baseline_of(value.server)
+        server = (plain or value.server).name
     elif "lossless_case" in params:
         value, kind = params["lossless_case"], "lossless"
         server = value.server.name

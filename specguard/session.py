@@ -8,11 +8,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from specguard.aggregate import StoredAggregate, aggregates_from_cells, parse_aggregates
+from specguard.aggregate import AggregateCase, StoredAggregate, aggregate_cases, aggregates_from_cells, parse_aggregates
 from specguard.baselines import (BaselineFile, CellBaseline, MetricBaseline, baseline_path, detect_devices,
                                  detect_profile, device_description, load_baseline, write_baseline)
 from specguard.distributed import device_env
 from specguard.errors import InputError
+from specguard.gate import GateCase, gate_cases
 from specguard.load import round_prompts, run_sync
 from specguard.matrix import Cell, Matrix, ServerConfig, load_matrix
 from specguard.pool import ServerPool
@@ -158,6 +159,14 @@ class SpecguardSession:
         cells = self.matrix.cells(self.categories)
         wanted = self.options.concurrency
         return cells if wanted is None else [c for c in cells if c.concurrency in wanted]
+
+    def aggregate_cases(self) -> list[AggregateCase]:
+        """The aggregates over this session's cells: the selected concurrencies."""
+        return aggregate_cases(self.matrix, self.options.concurrency)
+
+    def gate_cases(self) -> list[GateCase]:
+        """The gate's checks among this session's cells."""
+        return gate_cases(self.matrix, self.cells())
 
     def rounds(self) -> tuple[int, int]:
         w = self.matrix.workload

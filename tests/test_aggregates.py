@@ -10,7 +10,7 @@ from specguard.outcome import baseline_version, settle
 def _measured(specguard, server, concurrency):
     cells = [c for c in specguard.cells() if c.server == server and c.concurrency == concurrency]
     missing = [c.id for c in cells if c.id not in specguard.measurements]
-    return [specguard.measurements[c.id] for c in cells], missing
+    return [specguard.measurements[c.id] for c in cells if c.id in specguard.measurements], missing
 
 
 def test_aggregate(aggregate_case, specguard):
@@ -22,14 +22,14 @@ def test_aggregate(aggregate_case, specguard):
         pytest.skip(f"{case.id}: this run covers {len(s.categories)} of the {len(stored.categories)} categories "
                     f"the stored {stored.aggregation!r} covers; an aggregate compares only over all of them")
     cells, missing = _measured(s, case.server, case.concurrency)
-    if missing:
+    if missing or not cells:
         pytest.skip(f"{case.id}: cells not measured in this session: {', '.join(missing)}")
     measured = aggregate(cells)
     speedup = None
     base = s.matrix.baseline_of(case.server)
     if base is not None and "speedup" in stored.metrics:
         base_cells, base_missing = _measured(s, base, case.concurrency)
-        if base_missing:
+        if base_missing or not base_cells:
             pytest.skip(f"{case.id}: plain-server cells not measured: {', '.join(base_missing)}")
         speedup = aggregate_speedup(measured, aggregate(base_cells))
     checks = judge_aggregate(stored, measured, s.matrix.tolerances, speedup)

@@ -1,0 +1,43 @@
+"""What a session collects and in which order, from a real collection of a shipped matrix: the
+selection (categories, --concurrency, -k) decides the cells, and the aggregate and gate cases
+follow the cells; an aggregate runs after the plain cells its speedup divides by."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+MATRIX = ROOT / "fixtures" / "matrices" / "ref-gpu-31b.toml"
+
+
+def _collected(tmp_path: Path, *args: str) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("SPECGUARD_MATRIX", "PYTEST_ADDOPTS")}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "gpu or gate", "--matrix", str(MATRIX),
+         "--baseline-profile", "h200", "--results-dir", str(tmp_path / "results"), "-p", "no:cacheprovider",
+         "--ignore", "tests/unit", *args],
+        check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return [line.split("::", 1)[1] for line in done.stdout.splitlines() if "::" in line]
+
+
+def test_concurrency_selects_the_cells_the_aggregates_and_the_gate_cases(tmp_path: Path) -> None:
+    items = _collected(tmp_path, "--concurrency", "1")
+    assert items, "nothing collected"
+    assert not [i for i in items if "-c16" in i], [i for i in items if "-c16" in i]
+    assert "test_aggregate[ref31b-ngram4-c1]" in items
+    assert "test_gate[ref31b-gate-rerun-ngram4-c1-summarization]" in items
+    everything = _collected(tmp_path)
+    assert "test_aggregate[ref31b-ngram4-c16]" in everything
+
+
+def test_an_aggregate_runs_after_the_plain_cells_it_divides_by(tmp_path: Path) -> None:
+    items = _collected(tmp_path, "-k", "baseline or ngram4")
+    for c in (1, 16):
+        spec_agg = items.index(f"test_aggregate[ref31b-ngram4-c{c}]")
+        plain_cell = items.index(f"test_throughput[ref31b-baseline-c{c}-summarization]")
+        spec_cell = items.index(f"test_speedup[ref31b-ngram4-c{c}-summarization]")
+        assert spec_cell < plain_cell < spec_agg, items
