@@ -32,10 +32,6 @@ class Tolerance:
         """The worst value still within tolerance of ``baseline``."""
         return baseline * (1 - self.rel) if self.direction == "higher" else baseline * (1 + self.rel)
 
-    def within(self, value: float, baseline: float) -> bool:
-        bound = self.bound(baseline)
-        return value >= bound if self.direction == "higher" else value <= bound
-
     @classmethod
     def parse(cls, raw: Any, *, path: str | None, field: str) -> "Tolerance":
         """Parse ``{rel = 0.05, direction = "higher"}`` or a bare number (higher is better)."""

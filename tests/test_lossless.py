@@ -13,18 +13,15 @@ pytestmark = pytest.mark.lossless
 
 def test_lossless(lossless_case, specguard, vllm_servers):
     case, ls = lossless_case, specguard.matrix.lossless
-    if case.reference is None:
-        # The plain server's outputs, computed once per session and reused by every comparison.
-        outputs = specguard.greedy(case.server, case.concurrency)
-        empty = [g.prompt_id for g in outputs if not g.token_ids]
-        assert not empty, f"{case.id}: no tokens (or no logprobs) returned for {empty}"
-        return
     why = specguard.one_url(case.server)
     if why:
         pytest.skip(why)
     plain_server, spec_server = vllm_servers.pair(case.reference, case.server)
     base = specguard.greedy(case.reference, case.concurrency, server=plain_server)
     spec = specguard.greedy(case.server, case.concurrency, server=spec_server)
+    for name, outputs in ((case.reference.name, base), (case.server.name, spec)):
+        empty = [g.prompt_id for g in outputs if not g.token_ids]
+        assert not empty, f"{case.id}: {name} returned no tokens (or no logprobs) for {empty}"
     report = compare_all(case.id, case.server.name, case.reference.name, case.concurrency, case.mode,
                          ls.near_tie_margin, base, spec, dtype=case.server.dtype)
     specguard.record_lossless(report)

@@ -146,13 +146,22 @@ class InnerRun:
             if not alive:
                 return
             if time.monotonic() > deadline:
+                left = [(p, _state(p), self.seen[p]) for p in alive]
                 for pid in alive:
                     try:
                         os.kill(pid, signal.SIGKILL)
                     except ProcessLookupError:
                         pass
-                raise AssertionError(f"processes left behind: {[(p, self.seen[p]) for p in alive]}")
+                raise AssertionError(f"processes left behind: {left}")
             time.sleep(0.5)
+
+
+def _state(pid: int) -> str:
+    try:
+        p = psutil.Process(pid)
+        return f"status={p.status()} ppid={p.ppid()} pgid={os.getpgid(pid)}"
+    except (psutil.Error, OSError) as exc:
+        return f"gone ({type(exc).__name__})"
 
 
 def records(tmp: Path) -> list[dict]:
@@ -209,6 +218,7 @@ def test_interrupted_pytest_leaves_no_vllm_process(tmp_path: Path, how: str) -> 
     try:
         run.wait_until(lambda: request_in_flight(tmp_path, name), 900, "a request in flight")
         run.api_server(name)   # the server is up and recorded
+        assert run.proc.poll() is None, f"{how}: the inner run ended before it could be interrupted"
         os.kill(run.proc.pid, getattr(signal, how))
         killed = time.monotonic()
         run.finish(120)

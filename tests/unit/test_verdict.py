@@ -183,7 +183,9 @@ def test_judge_is_monotone(a: float, b: float, c: float, shift: float, baseline:
 def test_degenerate_interval_is_never_unknown(value: float, baseline: float, tolerance: Tolerance) -> None:
     verdict = judge(iv(value, value), baseline, tolerance)
     assert verdict is not Verdict.UNKNOWN
-    assert (verdict is Verdict.REGRESSED) == (not tolerance.within(value, baseline))
+    bound = tolerance.bound(baseline)
+    worse = value < bound if tolerance.direction == "higher" else value > bound
+    assert (verdict is Verdict.REGRESSED) == worse
 
 
 @PROPS
