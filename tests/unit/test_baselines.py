@@ -447,3 +447,23 @@ def test_gpu_profiles_are_path_safe(name: str) -> None:
 @pytest.mark.parametrize("name", ["NVIDIA -", ":", "NVIDIA \u00e9"])
 def test_gpu_profile_is_never_empty(name: str) -> None:
     assert gpu_profile(name) != ""
+
+
+# --- every committed baseline ---------------------------------------------------------------------
+
+_REPO = Path(__file__).resolve().parents[2]
+_SHIPPED = sorted((_REPO / "baselines").glob("*/*.json"))
+
+
+@pytest.mark.parametrize("path", _SHIPPED, ids=[f"{p.parent.name}/{p.name}" for p in _SHIPPED])
+def test_every_committed_baseline_loads_with_its_aggregates(path: Path) -> None:
+    from specguard.aggregate import parse_aggregates
+
+    loaded = load_baseline(path)
+    assert loaded is not None and loaded.cells, path
+    assert loaded.profile == path.parent.name, f"{path}: profile {loaded.profile!r} is not its folder's"
+    parse_aggregates(loaded.aggregates, path)
+
+
+def test_the_committed_baselines_are_found() -> None:
+    assert any(p.name == "ref-gpu-31b.json" for p in _SHIPPED), _SHIPPED
