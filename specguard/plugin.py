@@ -225,14 +225,17 @@ def _order_key(s: SpecguardSession, item: pytest.Item) -> tuple[Any, ...]:
     # NOTSET placeholder, not a value of ours: such an item only reports its skip.
     params = {k: v for k, v in params.items()
               if isinstance(v, (Cell, GateCase, ServerConfig, tuple)) or hasattr(v, "server")}
+    after: str | None = None   # another server whose tests this one must follow
     if "cell" in params:
         value = params["cell"]
         kind, server = item.module.__name__.rsplit("test_", 1)[-1], value.server.name
     elif "aggregate_case" in params:
         value, kind = params["aggregate_case"], "aggregate"
-        # A speculative aggregate's speedup divides by its plain server's cells: it goes with them.
+        server = value.server.name
+        # A speculative aggregate's speedup divides by its plain server's cells: it goes after
+        # both servers' cells, wherever the pairing puts them.
         plain = s.matrix.baseline_of(value.server)
-        server = (plain or value.server).name
+        after = plain.name if plain is not None else None
     elif "lossless_case" in params:
         value, kind = params["lossless_case"], "lossless"
         server = value.server.name
@@ -249,17 +252,20 @@ def _order_key(s: SpecguardSession, item: pytest.Item) -> tuple[Any, ...]:
         return (-1,)   # unit tests first: they need no server
     servers = s.matrix.server_order()
     order = [srv.name for srv in servers]
-    position: float = order.index(server)
-    if s.matrix.workload.pairing == "interleaved":
-        # A plain server's own tests go after its speculative servers' tests: its cells reuse the
-        # plain rounds that those cells' pairs measured, and the family's first test then asks for
-        # the pair (which a CPU pool launches together).
-        config = s.matrix.server(server)
-        family = [i for i, srv in enumerate(servers) if s.matrix.baseline_of(srv) == config]
-        if family:
-            position = max(family) + 0.5
-    return (position, _KIND_ORDER.get(kind, 9), getattr(value, "concurrency", 0),
-            getattr(value, "category", ""))
+
+    def position(name: str) -> float:
+        if s.matrix.workload.pairing == "interleaved":
+            # A plain server's own tests go after its speculative servers' tests: its cells reuse
+            # the plain rounds that those cells' pairs measured, and the family's first test then
+            # asks for the pair (which a CPU pool launches together).
+            config = s.matrix.server(name)
+            family = [i for i, srv in enumerate(servers) if s.matrix.baseline_of(srv) == config]
+            if family:
+                return max(family) + 0.5
+        return order.index(name)
+
+    where = position(server) if after is None else max(position(server), position(after))
+    return (where, _KIND_ORDER.get(kind, 9), getattr(value, "concurrency", 0), getattr(value, "category", ""))
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:

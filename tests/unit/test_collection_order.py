@@ -10,14 +10,16 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-MATRIX = ROOT / "fixtures" / "matrices" / "ref-gpu-31b.toml"
+MATRIX = ROOT / "fixtures" / "matrices" / "ref-gpu-31b.toml"             # pairing "interleaved"
+SEQUENTIAL = ROOT / "fixtures" / "matrices" / "gemma4-h100.toml"       # pairing "sequential"
 
 
-def _collected(tmp_path: Path, *args: str) -> list[str]:
+def _collected(tmp_path: Path, *args: str, matrix: Path = MATRIX, profile: str = "h200") -> list[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("SPECGUARD_MATRIX", "PYTEST_ADDOPTS")}
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")   # collection never needs the Hub
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "gpu or gate", "--matrix", str(MATRIX),
-         "--baseline-profile", "h200", "--results-dir", str(tmp_path / "results"), "-p", "no:cacheprovider",
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "gpu or gate", "--matrix", str(matrix),
+         "--baseline-profile", profile, "--results-dir", str(tmp_path / "results"), "-p", "no:cacheprovider",
          "--ignore", "tests/unit", *args],
         check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -41,3 +43,13 @@ def test_an_aggregate_runs_after_the_plain_cells_it_divides_by(tmp_path: Path) -
         plain_cell = items.index(f"test_throughput[ref31b-baseline-c{c}-summarization]")
         spec_cell = items.index(f"test_speedup[ref31b-ngram4-c{c}-summarization]")
         assert spec_cell < plain_cell < spec_agg, items
+
+
+def test_with_sequential_pairing_an_aggregate_still_follows_its_own_cells(tmp_path: Path) -> None:
+    """There the plain server's cells come first, so the speculative server's cells are the later ones."""
+    items = _collected(tmp_path, "--categories", "coding", matrix=SEQUENTIAL, profile="h100-80gb")
+    for c in (1, 16):
+        spec_agg = items.index(f"test_aggregate[gemma4-31b-mtp8-c{c}]")
+        plain_cell = items.index(f"test_throughput[gemma4-31b-baseline-c{c}-coding]")
+        spec_cell = items.index(f"test_speedup[gemma4-31b-mtp8-c{c}-coding]")
+        assert plain_cell < spec_cell < spec_agg, items
