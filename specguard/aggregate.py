@@ -29,7 +29,7 @@ from typing import Any
 
 from specguard.baselines import CellBaseline, MetricBaseline, _parse_metric
 from specguard.errors import InputError
-from specguard.matrix import Matrix, ServerConfig
+from specguard.matrix import Cell, Matrix, ServerConfig
 from specguard.runner import CellMeasurement
 from specguard.stats import Interval, mean_ci, ratio_ci
 from specguard.tolerance import Tolerance
@@ -114,12 +114,13 @@ class AggregateCase:
     concurrency: int
 
 
-def aggregate_cases(matrix: Matrix, concurrency: Sequence[int] | None = None) -> list[AggregateCase]:
-    """One per (server, concurrency) with performance cells, in server start order; ``concurrency``
-    keeps those levels only (a session's selection)."""
+def aggregate_cases(matrix: Matrix, cells: Sequence[Cell] | None = None) -> list[AggregateCase]:
+    """One per (server, concurrency) with performance cells, in server start order; given ``cells``
+    (a session's selection), only those with a cell among them."""
+    have = None if cells is None else {(c.server.name, c.concurrency) for c in cells}
     return [AggregateCase(aggregate_id(matrix.id_prefix, s.name, c), s, c)
             for s in matrix.server_order() if s.perf for c in matrix.workload.concurrency
-            if concurrency is None or c in concurrency]
+            if have is None or (s.name, c) in have]
 
 
 def aggregates_from_cells(cells: Mapping[str, CellBaseline], matrix: Matrix,

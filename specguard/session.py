@@ -161,8 +161,8 @@ class SpecguardSession:
         return cells if wanted is None else [c for c in cells if c.concurrency in wanted]
 
     def aggregate_cases(self) -> list[AggregateCase]:
-        """The aggregates over this session's cells: the selected concurrencies."""
-        return aggregate_cases(self.matrix, self.options.concurrency)
+        """The aggregates over this session's cells."""
+        return aggregate_cases(self.matrix, self.cells())
 
     def gate_cases(self) -> list[GateCase]:
         """The gate's checks among this session's cells."""
