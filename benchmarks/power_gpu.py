@@ -25,8 +25,9 @@ design needs up to ``max_rounds`` (8) pairs, so two replays are given:
   pool around a true speedup equal to the stored one. The verdict does not depend on the
   estimate's level (stored and candidate move together), so the rates are per pool.
 
-``--second`` (cells of a later start-up of the same servers): its pairs join the pools, and are judged against the first
-run's stored estimate of the same cell, i.e. a real cross-start-up false-alarm observation.
+``--second`` (cells of a later start-up of the same servers): its pairs join the pools, and are
+judged against the first run's stored estimate of the same cell, i.e. a real cross-start-up
+false-alarm observation.
 """
 
 from __future__ import annotations

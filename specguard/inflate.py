@@ -26,7 +26,7 @@ Why it is the same function (f = new hidden / 576):
 The folder is written shard by shard into safetensors files of at most ``max_shard_bytes`` (plus
 ``model.safetensors.index.json``), so building 63 GB needs one shard of memory, not the whole model.
 The padded weights are almost all zeros, and each shard is written as a sparse file: its all-zero
-4 KiB blocks are left as holes, which read back as zeros. The ~63 GB folder takes well under 1 GB of
+4 KiB blocks are left as holes, which read back as zeros. The ~63 GB folder took 1.2 GB of
 disk; whoever reads it (vLLM, a hash) still reads every byte. The derivation is deterministic: the
 same source folder gives the same bytes.
 """

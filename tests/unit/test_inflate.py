@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from specguard.errors import SpecguardError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from specguard.errors import SpecguardError
 from specguard.inflate import BASE_HIDDEN, SPARSE_BLOCK, Inflation, InflationError, inflate_folder, write_sparse
 from specguard.model import BUILTINS, InflatedModel, ModelError, cache_root, resolve_model, verify_folder
 
