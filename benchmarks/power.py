@@ -124,6 +124,8 @@ def main() -> int:
     ap.add_argument("--baseline", type=Path, default=ROOT / "baselines/cpu-amd-epyc-2c/tiny-cpu.json")
     ap.add_argument("--pools", type=Path, default=None, help="replay pools saved by an earlier run")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--schedules", default="3-6,4-8,6-12,8-16",
+                    help="look schedules ROUNDS-MAX_ROUNDS to replay, comma-separated (plus half and all of the pool)")
     args = ap.parse_args()
 
     m = load_matrix(args.matrix)
@@ -173,7 +175,8 @@ def main() -> int:
     n_max = len(s4)
     for rel in sorted({tol.rel, *args.tolerances}):
         t = Tolerance(rel, tol.direction)
-        for rounds, max_rounds in ((3, 6), (4, 8), (6, 12), (8, 16), (n_max // 2, n_max), (n_max, n_max)):
+        schedules = [tuple(int(x) for x in item.split("-")) for item in args.schedules.split(",") if item]
+        for rounds, max_rounds in (*schedules, (n_max // 2, n_max), (n_max, n_max)):
             if max_rounds > n_max:
                 continue
             seq = Sequential(rounds, max_rounds, w.confidence)

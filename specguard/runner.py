@@ -228,6 +228,30 @@ class CellMeasurement:
         return info
 
 
+def _counters(cell: Cell, server: Server, api_key: str | None) -> Any:
+    """The server's speculative-decoding counters; a server that cannot be reached is checked for
+    having died first."""
+    try:
+        return spec_counters(server.base_url, api_key=api_key, server_name=cell.server.name)
+    except OSError as exc:   # refused, reset, timed out (urllib's URLError is an OSError)
+        raise _failure(cell, server, f"its metrics endpoint did not answer ({exc})") from exc
+
+
+def _failure(cell: Cell, server: Server, what: str) -> CellError:
+    """Why a round failed. A dead server says more (exit code, log tail) than its failed requests;
+    its supervisor needs a moment to take the rest of the process group down and exit."""
+    deadline = time.monotonic() + DEATH_WAIT_S
+    while True:
+        try:
+            server.check_alive()
+        except Exception as exc:
+            return CellError(f"{cell.id}: {exc}")
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    return CellError(f"{cell.id}: {what}\nserver log tail:\n{server.log_tail(20)}")
+
+
 def overall_verdict(checks: Any) -> Verdict:
     verdicts = [c.verdict for c in checks]
     for v in (Verdict.REGRESSED, Verdict.UNKNOWN, Verdict.IMPROVED):
@@ -243,25 +267,14 @@ def run_round(cell: Cell, server: Server, prompts: list[Prompt], *, model: str, 
     spec = LoadSpec(base_url=server.base_url, model=model, concurrency=cell.concurrency, max_tokens=max_tokens,
                     api_key=api_key, request_timeout_s=request_timeout_s, ignore_eos=ignore_eos)
     speculative = cell.server.is_speculative
-    before = spec_counters(server.base_url, api_key=api_key, server_name=cell.server.name) if speculative else None
+    before = _counters(cell, server, api_key) if speculative else None
     result = run_sync(run_load(spec, prompts, on_done=on_done))
     if result.failed:
-        # A dead server says more (exit code, log tail) than its failed requests; its supervisor
-        # needs a moment to take the rest of the process group down and exit.
-        deadline = time.monotonic() + DEATH_WAIT_S
-        while True:
-            try:
-                server.check_alive()
-            except Exception as exc:
-                raise CellError(f"{cell.id}: {exc}") from exc
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(0.5)
-        raise CellError(f"{cell.id}: {result.failed} of {len(result.requests)} requests failed:\n"
-                        + "\n".join(result.errors()[:5]) + f"\nserver log tail:\n{server.log_tail(20)}")
+        raise _failure(cell, server, f"{result.failed} of {len(result.requests)} requests failed:\n"
+                       + "\n".join(result.errors()[:5]))
     acc = None
     if before is not None:
-        delta = spec_counters(server.base_url, api_key=api_key, server_name=cell.server.name) - before
+        delta = _counters(cell, server, api_key) - before
         # A round with no drafts at all is possible (n-gram finds nothing to match): its acceptance
         # is undefined, not zero; the cell's acceptance comes from the rounds that drafted.
         if delta.num_drafts > 0:

@@ -67,7 +67,7 @@ def test_tiny_loads(tiny: Matrix) -> None:
     assert tiny.workload.concurrency == (1, 4)
     assert tiny.workload.prompts == "../prompts/speed-sample.jsonl"
     assert (tiny.workload.max_tokens, tiny.workload.num_prompts, tiny.workload.rounds,
-            tiny.workload.max_rounds, tiny.workload.warmup_requests) == (32, 4, 3, 6, 1)
+            tiny.workload.max_rounds, tiny.workload.warmup_requests) == (32, 4, 5, 5, 1)
     assert tiny.tolerances["speedup"] == Tolerance(0.20, "higher")
     assert tiny.tolerances["acceptance_length"] == Tolerance(0.05, "higher")
     assert set(tiny.tolerances) == {"speedup", "acceptance_length", "acceptance_rate",
