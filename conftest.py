@@ -1,3 +1,3 @@
 """Loads the specguard pytest plugin (options, cells, server fixtures) for this suite."""
 
-pytest_plugins = ["specguard.plugin"]
+pytest_plugins = ["specguard.plugin.hooks"]

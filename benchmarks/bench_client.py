@@ -6,7 +6,7 @@ server's throughput. This starts ``replay_server.py`` (vLLM's wire format, no mo
 in a subprocess on one core, pins itself to another, and measures closed-loop rounds of
 ``--requests`` streaming chat requests of ``--tokens`` tokens each with two clients:
 
-* ``specguard``: :func:`specguard.load.run_load`, the suite's measuring path, run as the suite runs
+* ``specguard``: :func:`specguard.measure.load.run_load`, the suite's measuring path, run as the suite runs
   it (``asyncio.run`` per round); every round is also checked: each request's token count (from
   ``usage``) and its number of inter-token gaps must match what the replay sent;
 * ``openai``: ``AsyncOpenAI`` streaming the same requests with the same concurrency and the same
@@ -46,8 +46,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script from anywhere, without installing specguard
     sys.path.insert(0, str(REPO))
 
-from specguard.load import LoadSpec, run_load  # noqa: E402
-from specguard.prompts import Prompt  # noqa: E402
+from specguard.measure.load import LoadSpec, run_load  # noqa: E402
+from specguard.config.prompts import Prompt  # noqa: E402
 
 REPLAY = Path(__file__).resolve().parent / "replay_server.py"
 SCHEMA_VERSION = 1

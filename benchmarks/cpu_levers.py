@@ -21,10 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from specguard.load import LoadSpec, round_prompts, run_load, run_sync  # noqa: E402
-from specguard.matrix import load_matrix  # noqa: E402
-from specguard.prompts import load_prompts  # noqa: E402
-from specguard.server import VLLMServer  # noqa: E402
+from specguard.measure.load import LoadSpec, round_prompts, run_load, run_sync  # noqa: E402
+from specguard.config.matrix import load_matrix  # noqa: E402
+from specguard.config.prompts import load_prompts  # noqa: E402
+from specguard.serving.server import VLLMServer  # noqa: E402
 
 # name: (extra vLLM arguments, extra environment)
 VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {

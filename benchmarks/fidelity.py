@@ -4,7 +4,7 @@
         --concurrency 1 16 --repeats 4 --num-prompts 64 --max-tokens 256 --json fidelity.json
 
 One server is started from the matrix entry; then, for each concurrency, the suite's load
-(`specguard.load.run_load`) and `vllm bench serve` (openai-chat backend, the same prompts as a
+(`specguard.measure.load.run_load`) and `vllm bench serve` (openai-chat backend, the same prompts as a
 custom dataset, chat template applied once by the server, `--ignore-eos` and the same max tokens on
 both sides so every request yields exactly that many tokens) take turns, `--repeats` times each.
 The ratio suite/bench of `output_throughput` is reported per pair, with its median and spread.
@@ -25,11 +25,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from specguard.load import LoadSpec, round_prompts, run_load  # noqa: E402
-from specguard.matrix import load_matrix  # noqa: E402
-from specguard.model import resolve_model  # noqa: E402
-from specguard.prompts import Prompt, load_prompts  # noqa: E402
-from specguard.server import VLLMServer  # noqa: E402
+from specguard.measure.load import LoadSpec, round_prompts, run_load  # noqa: E402
+from specguard.config.matrix import load_matrix  # noqa: E402
+from specguard.serving.model import resolve_model  # noqa: E402
+from specguard.config.prompts import Prompt, load_prompts  # noqa: E402
+from specguard.serving.server import VLLMServer  # noqa: E402
 
 
 def bench_serve(url: str, model_name: str, tokenizer: str, dataset: Path, *, concurrency: int, num_prompts: int,

@@ -8,8 +8,8 @@ On the tiny CPU matrix's model, one cell (c=1, one category), with the suite's o
 2. A pool of interleaved pairs (plain, spec | spec, plain | …, same prompts) for n-gram k=4, the
    configuration under test, then for n-gram k=2 (really slower), each with the plain server.
 3. Replays of the suite's decision from those pools: each trial draws pairs without replacement,
-   computes the paired speedup interval (specguard.stats.paired_ratio_ci) at the look confidence of
-   the sequential design (specguard.decision.Sequential) and judges it against the stored figure
+   computes the paired speedup interval (specguard.judge.stats.paired_ratio_ci) at the look confidence of
+   the sequential design (specguard.judge.decision.Sequential) and judges it against the stored figure
    (k=4's geometric-mean speedup over its whole pool) with the tolerance; while UNKNOWN, the next
    look's pairs are drawn, up to the cap.
    - false alarms: candidate = k=4 itself; the share of trials judged REGRESSED;
@@ -34,15 +34,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from specguard.decision import Sequential  # noqa: E402
-from specguard.load import round_prompts  # noqa: E402
-from specguard.matrix import Cell, load_matrix  # noqa: E402
-from specguard.pool import ServerPool  # noqa: E402
-from specguard.prompts import load_prompts  # noqa: E402
-from specguard.runner import pair_order, run_round  # noqa: E402
-from specguard.stats import paired_ratio_ci  # noqa: E402
-from specguard.tolerance import Tolerance  # noqa: E402
-from specguard.verdict import Verdict, judge  # noqa: E402
+from specguard.judge.decision import Sequential  # noqa: E402
+from specguard.measure.load import round_prompts  # noqa: E402
+from specguard.config.matrix import Cell, load_matrix  # noqa: E402
+from specguard.serving.pool import ServerPool  # noqa: E402
+from specguard.config.prompts import load_prompts  # noqa: E402
+from specguard.measure.runner import pair_order, run_round  # noqa: E402
+from specguard.judge.stats import paired_ratio_ci  # noqa: E402
+from specguard.config.tolerance import Tolerance  # noqa: E402
+from specguard.judge.verdict import Verdict, judge  # noqa: E402
 
 KEY = "power"
 SLOWDOWNS = (5, 10, 15, 20, 25, 30)   # planted: the speculative side's real pairs × (1 − pct/100)

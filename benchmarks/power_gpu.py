@@ -5,9 +5,9 @@
 
 Each speculative cell of the ref-gpu run stores its interleaved pairs (``round_throughputs``, the
 speculative side, and ``baseline_round_throughputs``, the plain side, one per pair). The gate's
-speedup check is replayed with the suite's own code: ``specguard.stats.paired_ratio_ci`` at the
-look confidence of ``specguard.decision.Sequential(rounds, max_rounds)`` (4, 8 in the matrix),
-judged with ``specguard.verdict.judge`` against the cell's own estimate (geometric mean of its
+speedup check is replayed with the suite's own code: ``specguard.judge.stats.paired_ratio_ci`` at the
+look confidence of ``specguard.judge.decision.Sequential(rounds, max_rounds)`` (4, 8 in the matrix),
+judged with ``specguard.judge.verdict.judge`` against the cell's own estimate (geometric mean of its
 pairs' ratios) with the matrix's speedup tolerance; while UNKNOWN the next look's pairs are drawn,
 up to the cap. Candidates: the pairs as measured (false alarms), and the speculative side × 0.95,
 0.90, 0.85 and 0.80 (planted 5-20% slowdowns, with the real pair noise); each at the matrix's
@@ -43,11 +43,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from specguard.decision import Sequential  # noqa: E402
-from specguard.matrix import load_matrix  # noqa: E402
-from specguard.stats import paired_ratio_ci  # noqa: E402
-from specguard.tolerance import Tolerance  # noqa: E402
-from specguard.verdict import Verdict, judge  # noqa: E402
+from specguard.judge.decision import Sequential  # noqa: E402
+from specguard.config.matrix import load_matrix  # noqa: E402
+from specguard.judge.stats import paired_ratio_ci  # noqa: E402
+from specguard.config.tolerance import Tolerance  # noqa: E402
+from specguard.judge.verdict import Verdict, judge  # noqa: E402
 
 # The brief's candidates (as measured, 5% and 10% slower) plus 15% and 20%: with the matrix's 10%
 # speedup tolerance a planted 10% slowdown sits on the bound itself, so it cannot be REGRESSED on

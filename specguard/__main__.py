@@ -16,8 +16,10 @@ import argparse
 import sys
 from typing import Any
 
-from specguard import ab, report, upgrade
-from specguard.errors import SpecguardError
+from specguard.upgrade import ab
+from specguard.report import build as report
+from specguard.upgrade import check as upgrade
+from specguard.config.errors import SpecguardError
 
 
 def _add_model(sub: Any) -> None:
@@ -28,7 +30,7 @@ def _add_model(sub: Any) -> None:
 
 
 def _run_model(args: argparse.Namespace) -> int:
-    from specguard.model import BUILTIN_PREFIX, resolve_model
+    from specguard.serving.model import BUILTIN_PREFIX, resolve_model
 
     name = args.name if args.name.startswith(BUILTIN_PREFIX) else BUILTIN_PREFIX + args.name
     print(resolve_model(name))

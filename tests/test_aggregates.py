@@ -3,8 +3,8 @@
 
 import pytest
 
-from specguard.aggregate import aggregate, aggregate_speedup, judge_aggregate
-from specguard.outcome import baseline_version, settle
+from specguard.judge.aggregate import aggregate, aggregate_speedup, judge_aggregate
+from specguard.plugin.outcome import baseline_version, settle
 
 
 def _measured(specguard, server, concurrency):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from specguard.server import vllm_distribution
+from specguard.serving.server import vllm_distribution
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,12 +12,12 @@ import dataclasses
 
 import pytest
 
-from specguard.judge import Against
-from specguard.session import cell_baseline
-from specguard.verdict import Verdict
+from specguard.judge.rules import Against
+from specguard.plugin.session import cell_baseline
+from specguard.judge.verdict import Verdict
 
 pytestmark = pytest.mark.gate
-# 98% over all looks: at most (1 - 0.98) / 2 = 1% false alarms per check (specguard/decision.py).
+# 98% over all looks: at most (1 - 0.98) / 2 = 1% false alarms per check (specguard/judge/decision.py).
 GATE_CONFIDENCE = 0.98
 
 

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from specguard.lossless import compare, compare_all
-from specguard.prompts import Prompt
+from specguard.lossless.compare import compare, compare_all
+from specguard.config.prompts import Prompt
 
 pytestmark = pytest.mark.lossless
 

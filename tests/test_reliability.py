@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from specguard.server import vllm_distribution
+from specguard.serving.server import vllm_distribution
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [
@@ -280,8 +280,8 @@ def test_invalid_speculative_config_is_a_clear_error_within_seconds(tmp_path: Pa
 def test_port_already_taken_is_a_clear_error(tmp_path: Path) -> None:
     import socket
 
-    from specguard.matrix import load_matrix
-    from specguard.server import ServerError, VLLMServer
+    from specguard.config.matrix import load_matrix
+    from specguard.serving.server import ServerError, VLLMServer
 
     config = load_matrix(write_matrix(tmp_path, ["porttaken"])).server("porttaken")
     with socket.socket() as held:
@@ -289,7 +289,7 @@ def test_port_already_taken_is_a_clear_error(tmp_path: Path) -> None:
         held.listen(1)
         server = VLLMServer(config, log_dir=tmp_path / "logs")
         taken = held.getsockname()[1]
-        import specguard.server as server_mod
+        import specguard.serving.server as server_mod
         original = server_mod.free_port
         server_mod.free_port = lambda host="127.0.0.1": taken
         t0 = time.monotonic()

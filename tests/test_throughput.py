@@ -2,7 +2,7 @@
 
 import pytest
 
-from specguard.outcome import assert_checks
+from specguard.plugin.outcome import assert_checks
 
 
 @pytest.mark.specguard_cells("all")

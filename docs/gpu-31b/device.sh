@@ -4,7 +4,7 @@
 #   bash docs/gpu-31b/device.sh go     # background: build the models, run the matrix (writes the baseline)
 #   bash docs/gpu-31b/device.sh go2    # background: a second start-up of baseline + ngram4, judged
 #   bash docs/gpu-31b/device.sh poll S # wait up to S seconds, report; packs /tmp/w into $OUT
-# The ~63 GB model is written sparse (specguard.inflate.write_sparse): 1.2 GB of disk.
+# The ~63 GB model is written sparse (specguard.serving.inflate.write_sparse): 1.2 GB of disk.
 set -u
 export PYTHONPATH=/tmp/site:$PWD VLLM_USE_FLASHINFER_SAMPLER=0 PYTHONUNBUFFERED=1 \
   SPECGUARD_SMOLLM2_GGUF=/tmp/models/SmolLM2-135M-Instruct.Q4_1.gguf

@@ -1,4 +1,4 @@
-"""specguard.aggregate: the two category aggregates, the aggregate speedup, parsing stored aggregates,
+"""specguard.judge.aggregate: the two category aggregates, the aggregate speedup, parsing stored aggregates,
 judging; exact known values and Hypothesis properties."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from specguard.aggregate import (
+from specguard.judge.aggregate import (
     MEAN_OF_CATEGORIES,
     POOLED,
     RATIO_OF_MEANS,
@@ -24,13 +24,13 @@ from specguard.aggregate import (
     judge_aggregate,
     parse_aggregates,
 )
-from specguard.baselines import CellBaseline, MetricBaseline
-from specguard.errors import InputError
-from specguard.load import RequestResult, RoundResult
-from specguard.matrix import Cell, ServerConfig, load_matrix
-from specguard.runner import CellMeasurement, RoundSample
-from specguard.tolerance import Tolerance
-from specguard.verdict import Verdict
+from specguard.store.baselines import CellBaseline, MetricBaseline
+from specguard.config.errors import InputError
+from specguard.measure.load import RequestResult, RoundResult
+from specguard.config.matrix import Cell, ServerConfig, load_matrix
+from specguard.measure.runner import CellMeasurement, RoundSample
+from specguard.config.tolerance import Tolerance
+from specguard.judge.verdict import Verdict
 
 PROPS = settings(max_examples=40, deadline=None)
 PLAIN = ServerConfig(name="plain", model="m")

@@ -1,4 +1,4 @@
-"""specguard.baselines: round trip, atomic writes, every error path (file + field), hardware profiles."""
+"""specguard.store.baselines: round trip, atomic writes, every error path (file + field), hardware profiles."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from specguard import baselines
-from specguard.baselines import (
+from specguard.store import baselines
+from specguard.store.baselines import (
     VERSION,
     BaselineFile,
     CellBaseline,
@@ -25,7 +25,7 @@ from specguard.baselines import (
     parse_baseline,
     write_baseline,
 )
-from specguard.errors import InputError
+from specguard.config.errors import InputError
 
 PROPS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -457,7 +457,7 @@ _SHIPPED = sorted((_REPO / "baselines").glob("*/*.json"))
 
 @pytest.mark.parametrize("path", _SHIPPED, ids=[f"{p.parent.name}/{p.name}" for p in _SHIPPED])
 def test_every_committed_baseline_loads_with_its_aggregates(path: Path) -> None:
-    from specguard.aggregate import parse_aggregates
+    from specguard.judge.aggregate import parse_aggregates
 
     loaded = load_baseline(path)
     assert loaded is not None and loaded.cells, path

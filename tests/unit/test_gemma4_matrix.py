@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from specguard.aggregate import (
+from specguard.judge.aggregate import (
     MEAN_OF_CATEGORIES,
     RATIO_OF_MEANS,
     StoredAggregate,
@@ -22,15 +22,15 @@ from specguard.aggregate import (
     judge_aggregate,
     parse_aggregates,
 )
-from specguard.baselines import BaselineFile, load_baseline
-from specguard.load import RequestResult, RoundResult
-from specguard.matrix import Matrix, ServerConfig, load_matrix
-from specguard.metrics import Acceptance
-from specguard.prompts import SPEED_BENCH_CATEGORIES
-from specguard.judge import Against, judge_metrics
-from specguard.runner import CellMeasurement, RoundSample
-from specguard.server import build_argv
-from specguard.verdict import Verdict
+from specguard.store.baselines import BaselineFile, load_baseline
+from specguard.measure.load import RequestResult, RoundResult
+from specguard.config.matrix import Matrix, ServerConfig, load_matrix
+from specguard.measure.metrics import Acceptance
+from specguard.config.prompts import SPEED_BENCH_CATEGORIES
+from specguard.judge.rules import Against, judge_metrics
+from specguard.measure.runner import CellMeasurement, RoundSample
+from specguard.serving.server import build_argv
+from specguard.judge.verdict import Verdict
 
 ROOT = Path(__file__).resolve().parents[2]
 MATRIX = ROOT / "fixtures" / "matrices" / "gemma4-h100.toml"

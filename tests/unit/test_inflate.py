@@ -1,4 +1,4 @@
-"""specguard.inflate: the exactness rule, the registered builtin, and a real check on the CPU that an
+"""specguard.serving.inflate: the exactness rule, the registered builtin, and a real check on the CPU that an
 inflated SmolLM2-135M gives the same greedy tokens and (to rounding) the same logits.
 
 The real check inflates to hidden 2304 (f = 4, norm weights × 1/2) and MLP 3072, adds one
@@ -21,9 +21,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from specguard.errors import SpecguardError
-from specguard.inflate import BASE_HIDDEN, SPARSE_BLOCK, Inflation, InflationError, inflate_folder, write_sparse
-from specguard.model import BUILTINS, InflatedModel, ModelError, cache_root, resolve_model, verify_folder
+from specguard.config.errors import SpecguardError
+from specguard.serving.inflate import BASE_HIDDEN, SPARSE_BLOCK, Inflation, InflationError, inflate_folder, write_sparse
+from specguard.serving.model import BUILTINS, InflatedModel, ModelError, cache_root, resolve_model, verify_folder
 
 PROMPTS = [
     "The capital of France is",
@@ -113,7 +113,7 @@ def test_the_builtins_are_registered_with_their_size(name: str, intermediate: in
 
 
 def test_resolve_model_dispatches_to_the_inflater(monkeypatch: pytest.MonkeyPatch) -> None:
-    import specguard.model as model_mod
+    import specguard.serving.model as model_mod
 
     seen: list[InflatedModel] = []
 
@@ -136,7 +136,7 @@ def smollm2() -> Path:
     folder = cache_root() / "models" / "smollm2-135m-instruct"
     if verify_folder(folder):
         return folder
-    from specguard.model import ensure_builtin
+    from specguard.serving.model import ensure_builtin
 
     try:
         return ensure_builtin(BUILTINS["smollm2-135m-instruct"])  # type: ignore[arg-type]
@@ -257,7 +257,7 @@ def test_inflated_model_gives_the_same_greedy_tokens_and_logits(smollm2: Path, t
 
 def test_the_cli_builds_it_through_resolve_model(monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    import specguard.model as model_mod
+    import specguard.serving.model as model_mod
     from specguard.__main__ import main
 
     monkeypatch.setattr(model_mod, "ensure_inflated", lambda model: Path("/cache/models") / model.name)
@@ -267,7 +267,7 @@ def test_the_cli_builds_it_through_resolve_model(monkeypatch: pytest.MonkeyPatch
 
 def test_ensure_inflated_caches_verifies_and_rebuilds(smollm2: Path, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    from specguard.model import MANIFEST, ensure_inflated
+    from specguard.serving.model import MANIFEST, ensure_inflated
 
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / smollm2.name).symlink_to(smollm2)  # the verified base, not rebuilt

@@ -1,4 +1,4 @@
-"""specguard.load: prompt cycling and the per-request / per-round figures, with exact values."""
+"""specguard.measure.load: prompt cycling and the per-request / per-round figures, with exact values."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from specguard.load import LoadSpec, RequestResult, RoundResult, chat_payload, round_prompts, run_sync
-from specguard.prompts import Prompt
+from specguard.measure.load import LoadSpec, RequestResult, RoundResult, chat_payload, round_prompts, run_sync
+from specguard.config.prompts import Prompt
 
 PROPS = settings(max_examples=50, deadline=None)
 

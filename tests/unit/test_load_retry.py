@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from specguard.load import STALE_RETRIES, LoadSpec, run_load, run_sync
-from specguard.prompts import Prompt
+from specguard.measure.load import STALE_RETRIES, LoadSpec, run_load, run_sync
+from specguard.config.prompts import Prompt
 
 SSE = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in (
     {"choices": [{"delta": {"content": "hi"}}]},

@@ -1,4 +1,4 @@
-"""specguard.lossless: comparing greedy outputs, near-tie vs real, reports, parsing, the case list."""
+"""specguard.lossless.compare: comparing greedy outputs, near-tie vs real, reports, parsing, the case list."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from specguard.lossless import (
+from specguard.lossless.compare import (
     END,
     LOGIT_SCALE,
     MANTISSA_BITS,
@@ -27,7 +27,7 @@ from specguard.lossless import (
     parse_choice,
     resolution,
 )
-from specguard.matrix import Matrix, load_matrix, parse_matrix
+from specguard.config.matrix import Matrix, load_matrix, parse_matrix
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "fixtures" / "matrices" / "tiny-cpu.toml"

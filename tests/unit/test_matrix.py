@@ -1,4 +1,4 @@
-"""specguard.matrix: the tiny-cpu matrix, every error path (file + dotted field), corruption fuzzing."""
+"""specguard.config.matrix: the tiny-cpu matrix, every error path (file + dotted field), corruption fuzzing."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from specguard.errors import InputError
-from specguard.matrix import Matrix, ServerConfig, load_matrix, parse_matrix
-from specguard.tolerance import Tolerance
+from specguard.config.errors import InputError
+from specguard.config.matrix import Matrix, ServerConfig, load_matrix, parse_matrix
+from specguard.config.tolerance import Tolerance
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "fixtures" / "matrices" / "tiny-cpu.toml"
@@ -523,7 +523,7 @@ SHIPPED = sorted((Path(__file__).resolve().parents[2] / "fixtures" / "matrices")
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_every_shipped_matrix_loads_and_names_its_builtins(path: Path) -> None:
-    from specguard.model import BUILTINS
+    from specguard.serving.model import BUILTINS
 
     m = load_matrix(path)
     assert m.servers and m.workload.concurrency

@@ -1,4 +1,4 @@
-"""specguard.metrics: a realistic vLLM /metrics page, deltas, acceptance figures, bad pages."""
+"""specguard.measure.metrics: a realistic vLLM /metrics page, deltas, acceptance figures, bad pages."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from specguard.metrics import (
+from specguard.measure.metrics import (
     ACCEPTED_PER_POS,
     NUM_ACCEPTED,
     NUM_DRAFT_TOKENS,

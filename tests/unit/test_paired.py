@@ -10,16 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from specguard.baselines import CellBaseline, MetricBaseline
-from specguard.decision import Sequential
-from specguard.errors import InputError
-from specguard.judge import Against, choose, explain, floor_check, judge_metrics
-from specguard.matrix import load_matrix, parse_matrix
-from specguard.runner import pair_order
-from specguard.session import Options, SpecguardSession, _urls
-from specguard.stats import Interval, paired_ratio_ci, ratio_ci
-from specguard.tolerance import Tolerance
-from specguard.verdict import Verdict, judge
+from specguard.store.baselines import CellBaseline, MetricBaseline
+from specguard.judge.decision import Sequential
+from specguard.config.errors import InputError
+from specguard.judge.rules import Against, choose, explain, floor_check, judge_metrics
+from specguard.config.matrix import load_matrix, parse_matrix
+from specguard.measure.runner import pair_order
+from specguard.plugin.session import Options, SpecguardSession, _urls
+from specguard.judge.stats import Interval, paired_ratio_ci, ratio_ci
+from specguard.config.tolerance import Tolerance
+from specguard.judge.verdict import Verdict, judge
 
 ROOT = Path(__file__).resolve().parents[2]
 T975_DF2 = 4.302652729911275   # scipy.stats.t.ppf(0.975, 2)
@@ -332,7 +332,7 @@ def test_vllm_url_forms() -> None:
 # --- results file ----------------------------------------------------------------------------------
 
 def test_read_records_skips_only_a_torn_last_line(tmp_path: Path) -> None:
-    from specguard.results import read_records
+    from specguard.store.results import read_records
     path = tmp_path / "cells.jsonl"
     path.write_text('{"a": 1}\n{"b": 2}\n{"c": ')
     assert read_records(path) == [{"a": 1}, {"b": 2}]

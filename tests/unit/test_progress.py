@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from specguard.progress import Progress, last_run_seconds, plan_line
+from specguard.plugin.progress import Progress, last_run_seconds, plan_line
 
 
 def test_plan_line_with_and_without_history() -> None:

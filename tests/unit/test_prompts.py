@@ -1,4 +1,4 @@
-"""specguard.prompts: loading SPEED-Bench-shaped rows offline, selection, multi-turn, bad input."""
+"""specguard.config.prompts: loading SPEED-Bench-shaped rows offline, selection, multi-turn, bad input."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ datasets = pytest.importorskip("datasets", reason="the prompt loader tests need 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from specguard.errors import InputError
-from specguard.prompts import (
+from specguard.config.errors import InputError
+from specguard.config.prompts import (
     PLACEHOLDER,
     SPEED_BENCH_CATEGORIES,
     Prompt,

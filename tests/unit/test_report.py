@@ -1,5 +1,5 @@
-"""specguard.report / .ab / .roofline / .benchjson: the report on a real run and on synthetic runs
-with known figures, its plots, malformed inputs, the step summary and the A/B comparison."""
+"""specguard.report.build / upgrade.ab / report.roofline / store.benchjson: the report on a real run and
+on synthetic runs with known figures, its plots, malformed inputs, the step summary and the A/B comparison."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from specguard.__main__ import main
-from specguard.ab import ab_report
-from specguard.benchjson import load_benchmark
-from specguard.errors import InputError
-from specguard.report import order_categories, write_report
-from specguard.roofline import bandwidth_for, model_folder, parse_bandwidth, weight_bytes
+from specguard.upgrade.ab import ab_report
+from specguard.store.benchjson import load_benchmark
+from specguard.config.errors import InputError
+from specguard.report.build import order_categories, write_report
+from specguard.report.roofline import bandwidth_for, model_folder, parse_bandwidth, weight_bytes
 
 SAMPLE = Path(__file__).parent / "data" / "sample-benchmark.json"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from specguard import runner
-from specguard.matrix import Cell, load_matrix
-from specguard.prompts import Prompt
-from specguard.runner import CellError, run_round
-from specguard.server import ServerError
+from specguard.measure import runner
+from specguard.config.matrix import Cell, load_matrix
+from specguard.config.prompts import Prompt
+from specguard.measure.runner import CellError, run_round
+from specguard.serving.server import ServerError
 
 TINY = Path(__file__).resolve().parents[2] / "fixtures" / "matrices" / "tiny-cpu.toml"
 

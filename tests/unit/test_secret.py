@@ -7,8 +7,8 @@ import json
 
 from _pytest._io.saferepr import saferepr
 
-from specguard.pool import ServerPool
-from specguard.secret import Secret, secret
+from specguard.serving.pool import ServerPool
+from specguard.serving.secret import Secret, secret
 
 
 def test_a_secret_is_its_value_in_use_and_masked_when_shown(tmp_path) -> None:

@@ -1,4 +1,4 @@
-"""specguard.server: the command line and environment (pure), and start-up failures with fake servers.
+"""specguard.serving.server: the command line and environment (pure), and start-up failures with fake servers.
 
 The fake servers are a few lines of Python started through the real ``VLLMServer.start``; no vLLM runs.
 """
@@ -18,10 +18,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from specguard import server as server_mod
-from specguard.matrix import ServerConfig
-from specguard.pool import ServerPool
-from specguard.server import HOST, ServerError, VLLMServer, build_argv, server_env, startup_figures
+from specguard.serving import server as server_mod
+from specguard.config.matrix import ServerConfig
+from specguard.serving.pool import ServerPool
+from specguard.serving.server import HOST, ServerError, VLLMServer, build_argv, server_env, startup_figures
 
 PLAIN = ServerConfig(name="baseline", model="org/model", dtype="float32", max_model_len=2048,
                      args=("--max-num-seqs", "8"))

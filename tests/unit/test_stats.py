@@ -1,4 +1,4 @@
-"""specguard.stats: exact known values, edge cases that raise, Hypothesis properties."""
+"""specguard.judge.stats: exact known values, edge cases that raise, Hypothesis properties."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from specguard.stats import (
+from specguard.judge.stats import (
     UNSTABLE_CV,
     Interval,
     Summary,

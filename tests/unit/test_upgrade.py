@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from specguard.load import RequestResult, RoundResult
-from specguard.matrix import load_matrix
-from specguard.metrics import Acceptance
-from specguard.runner import RoundSample
-from specguard.upgrade import CellAB, judge_all, speedup_change
+from specguard.measure.load import RequestResult, RoundResult
+from specguard.config.matrix import load_matrix
+from specguard.measure.metrics import Acceptance
+from specguard.measure.runner import RoundSample
+from specguard.upgrade.check import CellAB, judge_all, speedup_change
 
 ROOT = Path(__file__).resolve().parents[2]
 

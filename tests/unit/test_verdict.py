@@ -1,4 +1,4 @@
-"""specguard.verdict: the verdict table for both directions, messages, Hypothesis properties."""
+"""specguard.judge.verdict: the verdict table for both directions, messages, Hypothesis properties."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from specguard.stats import Interval, mean_ci
-from specguard.tolerance import Tolerance
-from specguard.verdict import Check, Verdict, judge, more_rounds_needed
+from specguard.judge.stats import Interval, mean_ci
+from specguard.config.tolerance import Tolerance
+from specguard.judge.verdict import Check, Verdict, judge, more_rounds_needed
 
 HIGHER, LOWER = Tolerance(0.05, "higher"), Tolerance(0.05, "lower")
 PROPS = settings(max_examples=200, deadline=None)

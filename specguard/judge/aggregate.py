@@ -1,0 +1,232 @@
+"""Aggregates over categories: one figure per (server, concurrency), as studies publish them.
+
+Two ways to combine a server's category cells, and they differ when categories differ in speed:
+
+* ``"mean of category throughputs"``: the mean over categories of each category's output
+  throughput, every category weighing the same. The reference study's headline tok/s are this
+  (its 31B MTP c=1 figure, 125.3, is the mean of 11 categories from roleplay's 76 to coding's 173).
+* ``"pooled tokens / pooled time"``: all output tokens over all round time, each category
+  weighing by its time: the time-weighted mean of the category throughputs.
+
+The aggregate speedup is the ratio of two servers' means of categories, as the study computes it
+(125.3 / 40.3 = 3.11); it is not the mean of per-category speedups.
+
+Intervals come from per-round figures: round r's figure is the mean over categories of each
+category's round-r throughput. Categories run one after another, so "round r" pairs nothing
+physical, but with independent rounds these figures are i.i.d. with the variance of the mean of
+categories, which is all the bootstrap needs. A cell with extra rounds (its own verdict was
+UNKNOWN) contributes its first n rounds only, n the fewest any category has, so every figure
+weighs every category the same and the estimate and its interval use the same rounds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from specguard.store.baselines import CellBaseline, MetricBaseline, _parse_metric
+from specguard.config.errors import InputError
+from specguard.config.matrix import Cell, Matrix, ServerConfig
+from specguard.measure.runner import CellMeasurement
+from specguard.judge.stats import Interval, mean_ci, ratio_ci
+from specguard.config.tolerance import Tolerance
+from specguard.judge.verdict import Check
+
+MEAN_OF_CATEGORIES = "mean of category throughputs"
+POOLED = "pooled tokens / pooled time"
+RATIO_OF_MEANS = "ratio of means of category throughputs"
+# (metric, the entry's aggregation) -> the label that metric's own `aggregation` must carry.
+_LABELS = {("output_throughput", MEAN_OF_CATEGORIES): MEAN_OF_CATEGORIES,
+           ("output_throughput", POOLED): POOLED,
+           ("speedup", MEAN_OF_CATEGORIES): RATIO_OF_MEANS}
+_ENTRY_KEYS = {"server", "concurrency", "aggregation", "categories", "metrics", "note"}
+
+
+@dataclass(frozen=True)
+class MeasuredAggregate:
+    server: str
+    concurrency: int
+    categories: tuple[str, ...]        # sorted
+    rounds: int                        # rounds used per category: the fewest any cell has
+    round_means: tuple[float, ...]     # per round: mean over categories of the round's throughput
+    mean_of_categories: Interval       # output tok/s
+    pooled: Interval                   # output tok/s
+
+    def throughput(self, aggregation: str) -> Interval:
+        return self.pooled if aggregation == POOLED else self.mean_of_categories
+
+
+def category_round_means(rounds_by_category: Mapping[str, Sequence[float]]) -> tuple[float, ...]:
+    """Per round r: the mean over categories of each category's round-r throughput, over the
+    first n rounds, n the fewest any category has."""
+    if not rounds_by_category or not all(rounds_by_category.values()):
+        raise ValueError("every category needs at least one round")
+    n = min(len(v) for v in rounds_by_category.values())
+    # fsum: exactly rounded, so the figures do not depend on the order of the categories.
+    return tuple(math.fsum(v[r] for v in rounds_by_category.values()) / len(rounds_by_category) for r in range(n))
+
+
+def aggregate(cells: Sequence[CellMeasurement], *, confidence: float = 0.95, seed: int = 0) -> MeasuredAggregate:
+    """Both aggregates of one (server, concurrency) from its category cells, in any order."""
+    if not cells:
+        raise ValueError("no cells to aggregate")
+    server, conc = cells[0].cell.server.name, cells[0].cell.concurrency
+    by_cat: dict[str, CellMeasurement] = {}
+    for m in cells:
+        if (m.cell.server.name, m.cell.concurrency) != (server, conc):
+            raise ValueError(f"{m.cell.id}: expected server {server!r} at c={conc}; aggregate one pair at a time")
+        if m.cell.category in by_cat:
+            raise ValueError(f"{m.cell.id}: category {m.cell.category!r} given twice")
+        if not m.samples or any(s.result.duration_s <= 0 for s in m.samples):
+            raise ValueError(f"{m.cell.id}: needs measured rounds with a positive duration")
+        by_cat[m.cell.category] = m
+    n = min(len(m.samples) for m in by_cat.values())
+    rounds = [[m.samples[r].result for m in by_cat.values()] for r in range(n)]
+    round_means = category_round_means({c: m.throughputs for c, m in by_cat.items()})
+    tokens = [float(sum(x.output_tokens for x in rr)) for rr in rounds]
+    seconds = [math.fsum(x.duration_s for x in rr) for rr in rounds]
+    return MeasuredAggregate(
+        server=server, concurrency=conc, categories=tuple(sorted(by_cat)), rounds=n, round_means=round_means,
+        mean_of_categories=mean_ci(round_means, confidence, seed=seed),
+        # mean(tokens) / mean(seconds) is the pooled figure. Resampling the two independently
+        # ignores that a round's tokens and time go together: a wider, conservative interval.
+        pooled=ratio_ci(tokens, seconds, confidence, seed=seed))
+
+
+def aggregate_speedup(spec: MeasuredAggregate, base: MeasuredAggregate, *, confidence: float = 0.95,
+                      seed: int = 0) -> Interval:
+    """Mean of categories of ``spec`` over that of ``base`` (its plain server), same c and categories."""
+    if (spec.concurrency, spec.categories) != (base.concurrency, base.categories):
+        raise ValueError(f"{spec.server} (c={spec.concurrency}, {list(spec.categories)}) and {base.server} "
+                         f"(c={base.concurrency}, {list(base.categories)}) cover different cells")
+    return ratio_ci(spec.round_means, base.round_means, confidence, seed=seed)
+
+
+@dataclass(frozen=True)
+class AggregateCase:
+    """One aggregate test: a (server, concurrency) over all the categories the session runs."""
+
+    id: str
+    server: ServerConfig
+    concurrency: int
+
+
+def aggregate_cases(matrix: Matrix, cells: Sequence[Cell] | None = None) -> list[AggregateCase]:
+    """One per (server, concurrency) with performance cells, in server start order; given ``cells``
+    (a session's selection), only those with a cell among them."""
+    have = None if cells is None else {(c.server.name, c.concurrency) for c in cells}
+    return [AggregateCase(aggregate_id(matrix.id_prefix, s.name, c), s, c)
+            for s in matrix.server_order() if s.perf for c in matrix.workload.concurrency
+            if have is None or (s.name, c) in have]
+
+
+def aggregates_from_cells(cells: Mapping[str, CellBaseline], matrix: Matrix,
+                          confidence: float = 0.95) -> dict[str, dict[str, Any]]:
+    """The ``aggregates`` entries of a baseline file, derived from its stored cells' rounds: per
+    (server, concurrency) with a stored round for every category it has, the mean of category
+    throughputs and, where its plain server covers the same categories, the aggregate speedup.
+    The figures are those :func:`aggregate` and :func:`aggregate_speedup` give a measuring session."""
+    rounds: dict[tuple[str, int], dict[str, Sequence[float]]] = {}
+    for cell in cells.values():
+        tp = cell.metrics.get("output_throughput")
+        rounds.setdefault((cell.server, cell.concurrency), {})[cell.category] = \
+            [float(r) for r in tp.rounds] if tp is not None else []
+    out: dict[str, dict[str, Any]] = {}
+    for case in aggregate_cases(matrix):
+        by_cat = rounds.get((case.server.name, case.concurrency))
+        if not by_cat or not all(by_cat.values()):
+            continue
+        means = category_round_means(by_cat)
+        tp = mean_ci(means, confidence)
+        metrics = {"output_throughput": MetricBaseline(tp.estimate, tp.low, tp.high, means, MEAN_OF_CATEGORIES)}
+        base = matrix.baseline_of(case.server)
+        base_by_cat = rounds.get((base.name, case.concurrency)) if base is not None else None
+        if base_by_cat and all(base_by_cat.values()) and set(base_by_cat) == set(by_cat):
+            sp = ratio_ci(means, category_round_means(base_by_cat), confidence)
+            metrics["speedup"] = MetricBaseline(sp.estimate, sp.low, sp.high, (), RATIO_OF_MEANS)
+        out[case.id] = {"server": case.server.name, "concurrency": case.concurrency, "aggregation": MEAN_OF_CATEGORIES,
+                        "categories": sorted(by_cat), "metrics": {k: v.to_json() for k, v in metrics.items()}}
+    return out
+
+
+# --- stored aggregates ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StoredAggregate:
+    key: str
+    server: str
+    concurrency: int
+    aggregation: str
+    categories: tuple[str, ...]        # sorted
+    metrics: dict[str, MetricBaseline]
+    note: str | None = None
+
+
+def aggregate_id(id_prefix: str, server: str, concurrency: int, aggregation: str = MEAN_OF_CATEGORIES) -> str:
+    """``gemma4-31b-mtp8-c1``; a pooled entry ends in ``-pooled``."""
+    return f"{id_prefix}-{server}-c{concurrency}" + ("-pooled" if aggregation == POOLED else "")
+
+
+def parse_aggregates(raw: Mapping[str, Any], path: str | Path,
+                     id_prefix: str | None = None) -> dict[str, StoredAggregate]:
+    """The ``aggregates`` object of a baseline file; with ``id_prefix``, keys must be ``aggregate_id``s."""
+    return {key: _parse_entry(key, entry, str(path), id_prefix) for key, entry in raw.items()}
+
+
+def _parse_entry(key: str, raw: Any, p: str, id_prefix: str | None) -> StoredAggregate:
+    where = f"aggregates.{key}"
+    if not isinstance(raw, dict):
+        raise InputError(p, where, "expected an object")
+    for k in raw:
+        if k not in _ENTRY_KEYS:
+            raise InputError(p, f"{where}.{k}", f"unknown key (allowed: {', '.join(sorted(_ENTRY_KEYS))})")
+    server, conc, agg, cats = (raw.get(k) for k in ("server", "concurrency", "aggregation", "categories"))
+    if not isinstance(server, str) or not server:
+        raise InputError(p, f"{where}.server", f"expected a server name, got {server!r}")
+    if isinstance(conc, bool) or not isinstance(conc, int) or conc < 1:
+        raise InputError(p, f"{where}.concurrency", f"expected a positive integer, got {conc!r}")
+    if agg not in (MEAN_OF_CATEGORIES, POOLED):
+        raise InputError(p, f"{where}.aggregation", f"expected {MEAN_OF_CATEGORIES!r} or {POOLED!r}, got {agg!r}")
+    if not (isinstance(cats, list) and cats and all(isinstance(c, str) and c for c in cats)
+            and len(set(cats)) == len(cats)):
+        raise InputError(p, f"{where}.categories", f"expected a non-empty list of distinct names, got {cats!r}")
+    if id_prefix is not None and key != aggregate_id(id_prefix, server, conc, agg):
+        raise InputError(p, where, f"key should be {aggregate_id(id_prefix, server, conc, agg)!r} "
+                                   f"for server {server!r}, c={conc}, {agg!r}")
+    if raw.get("note") is not None and not isinstance(raw["note"], str):
+        raise InputError(p, f"{where}.note", "expected a string")
+    metrics_raw = raw.get("metrics")
+    if not isinstance(metrics_raw, dict) or not metrics_raw:
+        raise InputError(p, f"{where}.metrics", "expected a non-empty object")
+    metrics = {}
+    for name, m in metrics_raw.items():
+        label = _LABELS.get((name, agg))
+        if label is None:
+            known = sorted(n for n, a in _LABELS if a == agg)
+            raise InputError(p, f"{where}.metrics.{name}", f"not an aggregate of {agg!r} (known: {', '.join(known)})")
+        metric = _parse_metric(m, False, p, f"{where}.metrics.{name}")
+        if metric.aggregation not in (None, label):
+            raise InputError(p, f"{where}.metrics.{name}.aggregation", f"expected {label!r}, got {metric.aggregation!r}")
+        metrics[name] = metric
+    return StoredAggregate(key, server, conc, agg, tuple(sorted(cats)), metrics, raw.get("note"))
+
+
+def judge_aggregate(stored: StoredAggregate, measured: MeasuredAggregate, tolerances: Mapping[str, Tolerance],
+                    speedup: Interval | None = None) -> dict[str, Check]:
+    """A Check per stored metric that has a tolerance and a measured figure (``speedup`` from
+    :func:`aggregate_speedup`). Raises ValueError when the two cover different cells: an aggregate
+    over some categories says nothing about one over all of them."""
+    if (measured.server, measured.concurrency, measured.categories) != \
+            (stored.server, stored.concurrency, stored.categories):
+        raise ValueError(f"{stored.key}: stored over {stored.server} c={stored.concurrency} {list(stored.categories)}, "
+                         f"measured over {measured.server} c={measured.concurrency} {list(measured.categories)}")
+    figures = {"output_throughput": measured.throughput(stored.aggregation), "speedup": speedup}
+    checks = {}
+    for metric, base in sorted(stored.metrics.items()):
+        iv, tol = figures.get(metric), tolerances.get(metric)
+        if iv is not None and tol is not None and isinstance(base.value, float):
+            checks[metric] = Check.of(metric, iv, base.value, tol)
+    return checks
