@@ -25,15 +25,17 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from specguard.store.baselines import CellBaseline, MetricBaseline, _parse_metric
 from specguard.config.errors import InputError
 from specguard.config.matrix import Cell, Matrix, ServerConfig
-from specguard.measure.runner import CellMeasurement
 from specguard.judge.stats import Interval, mean_ci, ratio_ci
 from specguard.config.tolerance import Tolerance
 from specguard.judge.verdict import Check
+
+if TYPE_CHECKING:   # the measurement is read, never built, here: judge/ does not import measure/
+    from specguard.measure.runner import CellMeasurement
 
 MEAN_OF_CATEGORIES = "mean of category throughputs"
 POOLED = "pooled tokens / pooled time"

@@ -17,13 +17,13 @@
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 import statistics
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from specguard.files import write_json_atomic
 
 
 def worker_slot(workerinput: dict[str, Any] | None) -> tuple[int, int]:
@@ -76,10 +76,7 @@ def benchmark_json(records: list[dict[str, Any]], run: str) -> dict[str, Any]:
 
 def write_merged(path: Path, records: list[dict[str, Any]], run: str) -> int:
     data = benchmark_json(records, run)
-    tmp = path.with_name(f".{path.name}.tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    write_json_atomic(path, data, allow_nan=True)   # as pytest-benchmark writes its own file
     return len(data["benchmarks"])
 
 

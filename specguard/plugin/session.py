@@ -20,12 +20,14 @@ from specguard.serving.pool import ServerPool
 from specguard.plugin.progress import Progress
 from specguard.config.prompts import Prompt, load_prompts
 from specguard.lossless.compare import Greedy, LosslessReport, greedy_outputs, lossless_prompts
-from specguard.store.results import append_record, environment, now_iso, write_json_atomic
+from specguard.files import write_json_atomic
+from specguard.store.results import append_record, environment, now_iso
 from specguard.judge.decision import Sequential
 from specguard.judge.rules import Against, choose, deciding, judge_metrics
 from specguard.measure.runner import CellMeasurement, Pair, RoundSample, pair_order, run_round
 from specguard.serving.secret import secret
-from specguard.serving.server import request_json, vllm_distribution
+from specguard.serving.http import request_json
+from specguard.serving.server import vllm_distribution
 from specguard.judge.verdict import Verdict
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from specguard.config.errors import SpecguardError
+from specguard.files import write_json_atomic
 from specguard.serving.inflate import Inflation
 
 BUILTIN_PREFIX = "builtin:"
@@ -221,9 +222,7 @@ def _without_quantization(config):  # type: ignore[no-untyped-def]
 def write_manifest(folder: Path, **info: str) -> None:
     paths = [p for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST]
     files = dict(zip((p.name for p in paths), _sha256_all(paths)))
-    tmp = folder / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps({"version": 1, "files": files, **info}, indent=2, sort_keys=True))
-    os.replace(tmp, folder / MANIFEST)
+    write_json_atomic(folder / MANIFEST, {"version": 1, "files": files, **info}, default=None)
 
 
 def verify_folder(folder: Path) -> bool:

@@ -16,11 +16,11 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from specguard.files import write_json_atomic
 from specguard.config.errors import InputError
 
 VERSION = 1
@@ -199,18 +199,7 @@ def _finite(v: Any) -> bool:
 
 def write_baseline(bf: BaselineFile) -> None:
     """Write atomically: a crash leaves either the old file or the new one, never half of one."""
-    bf.path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{bf.path.name}.", dir=bf.path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(bf.to_json(), f, indent=2, sort_keys=True, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, bf.path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json_atomic(bf.path, bf.to_json(), default=None)
 
 
 # --- hardware profile --------------------------------------------------------------------------

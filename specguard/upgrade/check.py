@@ -28,7 +28,8 @@ from specguard.measure.load import round_prompts
 from specguard.report.markdown import num, table, tok
 from specguard.config.matrix import Cell, Matrix, ServerConfig, load_matrix
 from specguard.config.prompts import load_prompts
-from specguard.store.results import now_iso, write_json_atomic
+from specguard.files import write_json_atomic
+from specguard.store.results import now_iso
 from specguard.measure.runner import RoundSample, pair_order, run_round
 from specguard.serving.server import VLLMServer
 from specguard.judge.stats import Interval, mean_ci, paired_ratio_ci, ratio_ci

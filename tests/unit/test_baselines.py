@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from specguard.store import baselines
+from specguard import files
 from specguard.store.baselines import (
     VERSION,
     BaselineFile,
@@ -117,12 +117,10 @@ def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     write_baseline(old)
     old_bytes = path.read_bytes()
 
-    def half_then_crash(obj: Any, f: Any, **kwargs: Any) -> None:
-        f.write('{"version": 1, "matrix": "tiny-cpu", "cells": {')
-        f.flush()
+    def crash(fd: int) -> None:   # the new file is written but not yet on disk or renamed
         raise OSError("disk full")
 
-    monkeypatch.setattr(baselines.json, "dump", half_then_crash)
+    monkeypatch.setattr(files.os, "fsync", crash)
     new = sample(path)
     new.cells.clear()
     with pytest.raises(OSError, match="disk full"):
@@ -136,11 +134,10 @@ def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 def test_interrupted_first_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "tiny-cpu.json"
 
-    def interrupted(obj: Any, f: Any, **kwargs: Any) -> None:
-        f.write("{")
+    def interrupted(fd: int) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(baselines.json, "dump", interrupted)
+    monkeypatch.setattr(files.os, "fsync", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_baseline(sample(path))
     assert list(tmp_path.iterdir()) == []
