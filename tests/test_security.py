@@ -1,24 +1,21 @@
 """Every server the suite starts listens on 127.0.0.1 only and refuses requests without the key."""
 
 import os
-import urllib.error
-import urllib.request
 
 import psutil
 import pytest
+
+from specguard.serving import http
 
 
 def test_server_is_local_and_locked(server_config, specguard, vllm_servers):
     if specguard.options.vllm_urls:
         pytest.skip("--vllm-url: the server is not the suite's")
     server = vllm_servers.get(server_config)
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(f"{server.base_url}/v1/models", timeout=30)
-    assert refused.value.code == 401, f"{server_config.name}: a request without the key got {refused.value.code}"
-    req = urllib.request.Request(f"{server.base_url}/v1/models",
-                                 headers={"Authorization": f"Bearer {specguard.api_key}"})
-    with urllib.request.urlopen(req, timeout=30) as ok:
-        assert ok.status == 200
+    refused = http.get(f"{server.base_url}/v1/models", timeout=30).status_code
+    assert refused == 401, f"{server_config.name}: a request without the key got {refused}"
+    ok = http.get(f"{server.base_url}/v1/models", api_key=specguard.api_key, timeout=30).status_code
+    assert ok == 200, f"{server_config.name}: a request with the key got {ok}"
     # The HTTP port must listen on loopback only. (vLLM's internal sockets are vLLM's business;
     # they are reported in the failure message if the API port is wrong.)
     group = os.getpgid(server.proc.pid)

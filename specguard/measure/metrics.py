@@ -7,12 +7,12 @@ Parsed with ``prometheus_client.parser`` by exact family name; samples of every 
 from __future__ import annotations
 
 import math
-import urllib.request
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from specguard.config.errors import SpecguardError
+from specguard.serving import http
 
 NUM_DRAFTS = "vllm:spec_decode_num_drafts"
 NUM_DRAFT_TOKENS = "vllm:spec_decode_num_draft_tokens"
@@ -111,11 +111,7 @@ def acceptance(delta: SpecCounters) -> Acceptance:
 
 
 def scrape(base_url: str, *, api_key: str | None = None, timeout: float = 30.0) -> str:
-    req = urllib.request.Request(f"{base_url}/metrics")
-    if api_key:
-        req.add_header("Authorization", f"Bearer {api_key}")
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        return resp.read().decode("utf-8", "replace")
+    return http.get_text(f"{base_url}/metrics", api_key=api_key, timeout=timeout)
 
 
 def spec_counters(base_url: str, *, api_key: str | None = None, server_name: str = "") -> SpecCounters:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from specguard.serving import http
 from specguard.measure.load import LoadSpec, RoundResult, run_load, run_sync
 from specguard.config.matrix import Cell
 from specguard.measure.metrics import Acceptance, MetricsError, acceptance, spec_counters
@@ -233,7 +234,7 @@ def _counters(cell: Cell, server: Server, api_key: str | None) -> Any:
     having died first."""
     try:
         return spec_counters(server.base_url, api_key=api_key, server_name=cell.server.name)
-    except OSError as exc:   # refused, reset, timed out (urllib's URLError is an OSError)
+    except http.HTTPError as exc:   # refused, reset, timed out, or not a 2xx answer
         raise _failure(cell, server, f"its metrics endpoint did not answer ({exc})") from exc
 
 

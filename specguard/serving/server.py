@@ -20,12 +20,10 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections import deque
 from pathlib import Path
-from typing import Any
 
+from specguard.serving import http
 from specguard.config.errors import SpecguardError
 from specguard.config.matrix import ServerConfig
 from specguard.serving.model import resolve_model
@@ -169,13 +167,11 @@ class VLLMServer:
             if code is not None:
                 raise ServerError(self._describe(f"exited with code {code} during start-up", url, t0))
             try:
-                with urllib.request.urlopen(url, timeout=5) as resp:
-                    if resp.status == 200:
-                        return
-                    last = f"HTTP {resp.status}"
-            except urllib.error.HTTPError as exc:
-                last = f"HTTP {exc.code}"
-            except (urllib.error.URLError, OSError) as exc:
+                status = http.get(url, timeout=5).status_code
+                if status == 200:
+                    return
+                last = f"HTTP {status}"
+            except http.HTTPError as exc:
                 last = type(exc).__name__
             if time.monotonic() >= deadline:
                 raise ServerError(self._describe(
@@ -260,17 +256,6 @@ def _group_alive(pgid: int) -> bool:
         return True
 
 
-
-
-def request_json(url: str, payload: dict[str, Any] | None = None, *, api_key: str | None = None,
-                 timeout: float = 60.0) -> Any:
-    """Small blocking JSON helper for functional checks (not used on the measuring path)."""
-    data = None if payload is None else json.dumps(payload).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    if api_key:
-        req.add_header("Authorization", f"Bearer {api_key}")
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        return json.loads(resp.read())
 
 
 # vLLM's start-up lines: "GPU KV cache size: 1,923,504 tokens" (or "CPU KV cache size: ..."),
