@@ -11,8 +11,17 @@ import httpx
 HTTPError = httpx.HTTPError   # a connection that fails (TransportError) or an answer that is not 2xx
 
 
-def _client(timeout: float) -> httpx.Client:
-    return httpx.Client(trust_env=False, timeout=timeout)
+_client: httpx.Client | None = None
+
+
+def _shared() -> httpx.Client:
+    """One client for the session: building one loads the CA bundle (~46 ms here), which a health
+    poll every second of a start-up would otherwise repeat. No keep-alive: the servers polled come
+    and go, and a pooled connection to a dead one would fail the next request."""
+    global _client
+    if _client is None:
+        _client = httpx.Client(trust_env=False, limits=httpx.Limits(max_keepalive_connections=0))
+    return _client
 
 
 def _auth(api_key: str | None) -> dict[str, str]:
@@ -21,8 +30,7 @@ def _auth(api_key: str | None) -> dict[str, str]:
 
 def get(url: str, *, api_key: str | None = None, timeout: float = 30.0) -> httpx.Response:
     """The answer, whatever its status (connection failures raise ``HTTPError``)."""
-    with _client(timeout) as client:
-        return client.get(url, headers=_auth(api_key))
+    return _shared().get(url, headers=_auth(api_key), timeout=timeout)
 
 
 def get_text(url: str, *, api_key: str | None = None, timeout: float = 30.0) -> str:
@@ -35,8 +43,7 @@ def get_text(url: str, *, api_key: str | None = None, timeout: float = 30.0) -> 
 def request_json(url: str, payload: dict[str, Any] | None = None, *, api_key: str | None = None,
                  timeout: float = 60.0) -> Any:
     """GET (or POST ``payload``) and decode the JSON of a 2xx answer; any other status raises."""
-    with _client(timeout) as client:
-        resp = (client.get(url, headers=_auth(api_key)) if payload is None
-                else client.post(url, json=payload, headers=_auth(api_key)))
+    resp = _shared().request("GET" if payload is None else "POST", url, json=payload, headers=_auth(api_key),
+                             timeout=timeout)
     resp.raise_for_status()
     return resp.json()
