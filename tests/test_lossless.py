@@ -17,8 +17,7 @@ def test_lossless(lossless_case, specguard, vllm_servers):
     if why:
         pytest.skip(why)
     plain_server, spec_server = vllm_servers.pair(case.reference, case.server)
-    base = specguard.greedy(case.reference, case.concurrency, server=plain_server)
-    spec = specguard.greedy(case.server, case.concurrency, server=spec_server)
+    base, spec = specguard.greedy([(case.reference, plain_server), (case.server, spec_server)], case.concurrency)
     for name, outputs in ((case.reference.name, base), (case.server.name, spec)):
         empty = [g.prompt_id for g in outputs if not g.token_ids]
         assert not empty, f"{case.id}: {name} returned no tokens (or no logprobs) for {empty}"
@@ -53,8 +52,7 @@ def test_lossless_generated(lossless_pair, specguard, vllm_servers):
     @given(text=st.one_of(_repetitive, _free))
     def check(text: str) -> None:
         prompt = [Prompt("generated", "generated", (text,))]
-        base = specguard.greedy(plain, 1, prompt, server=plain_server)[0]
-        ours = specguard.greedy(spec, 1, prompt, server=spec_server)[0]
+        base, ours = (g[0] for g in specguard.greedy([(plain, plain_server), (spec, spec_server)], 1, prompt))
         d = compare(base, ours, ls.near_tie_margin, dtype=spec.dtype)
         assert d is None or d.kind == "near-tie", (
             f"real divergence for prompt {text!r} at token {d.index}: plain {d.base_token} vs "

@@ -34,7 +34,7 @@ name = "{name}"
 """
 
 
-def write_matrix(tmp: Path, names: list[str], *, max_tokens: int = 32, categories: str = '["coding"]',
+def write_matrix(tmp: Path, names: list[str], *, max_tokens: int = 16, categories: str = '["coding"]',
                  extra: str = "") -> Path:
     prompts = ROOT / "fixtures" / "prompts" / "speed-sample.jsonl"
     text = f"""version = 1
@@ -56,6 +56,7 @@ num_prompts = 2
 warmup_requests = 0
 rounds = 2
 max_rounds = 2
+requests_per_concurrency = 1
 """ + "".join(SERVER.format(name=n, extra=extra) for n in names)
     path = tmp / "matrix.toml"
     path.write_text(text)

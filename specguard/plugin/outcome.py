@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pytest
 
 from specguard.judge.rules import explain
-from specguard.measure.runner import CellMeasurement
+from specguard.judge.cell import CellMeasurement
 from specguard.plugin.session import SpecguardSession
 from specguard.judge.verdict import Check, Verdict
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 from dataclasses import asdict, dataclass, field
@@ -24,7 +25,8 @@ from specguard.files import write_json_atomic
 from specguard.store.results import append_record, environment, now_iso
 from specguard.judge.decision import Sequential
 from specguard.judge.rules import Against, choose, deciding, judge_metrics
-from specguard.measure.runner import CellMeasurement, Pair, RoundSample, pair_order, run_round
+from specguard.judge.cell import CellMeasurement
+from specguard.measure.runner import Pair, RoundSample, pair_order, run_round
 from specguard.serving.secret import secret
 from specguard.serving.http import request_json
 from specguard.serving.server import vllm_distribution
@@ -378,24 +380,40 @@ class SpecguardSession:
             cats = list(pool)
         return lossless_prompts(pool, cats, ls.num_prompts)
 
-    def greedy(self, config: ServerConfig, concurrency: int, prompts: list[Prompt] | None = None,
-               server: Any = None) -> list[Greedy]:
-        """Greedy outputs of ``config`` at ``concurrency``; the lossless prompt set is computed once
-        per session and reused by every comparison."""
-        key = (config.name, concurrency)
+    def greedy(self, configs: list[tuple[ServerConfig, Any]], concurrency: int,
+                    prompts: list[Prompt] | None = None) -> list[list[Greedy]]:
+        """Greedy outputs of each (config, live server or None) at ``concurrency``, all requested at
+        once: a plain server and its speculative server run on cores of their own, and these
+        requests are functional, not timed, so they need not wait for each other."""
         cache = self.extras.setdefault("greedy", {})
-        if prompts is None and key in cache:
-            return cache[key]
-        server = server or self.pool.get(config)
         ls = self.matrix.lossless
-        out = run_sync(greedy_outputs(server.base_url, self.served_model(server, config),
-                                         prompts if prompts is not None else self.lossless_prompt_set(),
-                                         concurrency=concurrency, max_tokens=ls.max_tokens,
-                                         top_logprobs=ls.top_logprobs, seed=ls.seed, api_key=self.api_key or None,
-                                         timeout_s=self.matrix.workload.request_timeout_s))
-        if prompts is None:
-            cache[key] = out
-            self.record("greedy", {"key": f"{config.name}-c{concurrency}", "outputs": [g.to_json() for g in out]})
+        # The lossless prompt set is requested once per (config, concurrency) and reused by every
+        # comparison; prompts given (generated ones) are requested every time.
+        todo = list(range(len(configs))) if prompts is not None else \
+            [i for i, (config, _) in enumerate(configs) if (config.name, concurrency) not in cache]
+
+        async def both() -> list[list[Greedy]]:
+            async def one(config: ServerConfig, server: Any) -> list[Greedy]:
+                server = server or self.pool.get(config)
+                return await greedy_outputs(server.base_url, self.served_model(server, config),
+                                            prompts if prompts is not None else self.lossless_prompt_set(),
+                                            concurrency=concurrency, max_tokens=ls.max_tokens,
+                                            top_logprobs=ls.top_logprobs, seed=ls.seed,
+                                            api_key=self.api_key or None,
+                                            timeout_s=self.matrix.workload.request_timeout_s)
+            return list(await asyncio.gather(*(one(*configs[i]) for i in todo)))
+
+        got = dict(zip(todo, run_sync(both()) if todo else []))
+        out = []
+        for i, (config, _) in enumerate(configs):
+            if i not in got:
+                out.append(cache[(config.name, concurrency)])
+                continue
+            if prompts is None:
+                cache[(config.name, concurrency)] = got[i]
+                self.record("greedy", {"key": f"{config.name}-c{concurrency}",
+                                       "outputs": [g.to_json() for g in got[i]]})
+            out.append(got[i])
         return out
 
     def record_lossless(self, report: LosslessReport) -> None:

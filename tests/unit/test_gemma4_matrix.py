@@ -28,7 +28,8 @@ from specguard.config.matrix import Matrix, ServerConfig, load_matrix
 from specguard.measure.metrics import Acceptance
 from specguard.config.prompts import SPEED_BENCH_CATEGORIES
 from specguard.judge.rules import Against, judge_metrics
-from specguard.measure.runner import CellMeasurement, RoundSample
+from specguard.judge.cell import CellMeasurement
+from specguard.measure.runner import RoundSample
 from specguard.serving.server import build_argv
 from specguard.judge.verdict import Verdict
 
