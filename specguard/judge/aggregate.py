@@ -25,17 +25,20 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from specguard.store.baselines import CellBaseline, MetricBaseline, _parse_metric
-from specguard.config.errors import InputError
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+
+from specguard.store.baselines import (CellBaseline, Closed, Distinct, Int, MetricBaseline, MetricSchema,
+                                       Name, Str, error_at, expect, must_be)
+from specguard.config.errors import InputError, from_validation
 from specguard.config.matrix import Cell, Matrix, ServerConfig
 from specguard.judge.stats import Interval, mean_ci, ratio_ci
 from specguard.config.tolerance import Tolerance
 from specguard.judge.verdict import Check
 
-if TYPE_CHECKING:
-    from specguard.judge.cell import CellMeasurement
+if TYPE_CHECKING:   # the measurement is read, never built, here: judge/ does not import measure/
+    from specguard.measure.runner import CellMeasurement
 
 MEAN_OF_CATEGORIES = "mean of category throughputs"
 POOLED = "pooled tokens / pooled time"
@@ -44,7 +47,6 @@ RATIO_OF_MEANS = "ratio of means of category throughputs"
 _LABELS = {("output_throughput", MEAN_OF_CATEGORIES): MEAN_OF_CATEGORIES,
            ("output_throughput", POOLED): POOLED,
            ("speedup", MEAN_OF_CATEGORIES): RATIO_OF_MEANS}
-_ENTRY_KEYS = {"server", "concurrency", "aggregation", "categories", "metrics", "note"}
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,34 @@ def aggregate_id(id_prefix: str, server: str, concurrency: int, aggregation: str
     return f"{id_prefix}-{server}-c{concurrency}" + ("-pooled" if aggregation == POOLED else "")
 
 
+class _Entry(Closed):
+    server: Annotated[Name, expect("a server name")]
+    concurrency: Annotated[Int, Field(ge=1), expect("a positive integer")]
+    aggregation: Annotated[Str, must_be(lambda a: a in (MEAN_OF_CATEGORIES, POOLED),
+                                        f"{MEAN_OF_CATEGORIES!r} or {POOLED!r}")]
+    categories: Annotated[list[Name], Field(min_length=1), Distinct,
+                          expect("a non-empty list of distinct names")]
+    metrics: Annotated[dict[str, MetricSchema],
+                       must_be(lambda m: isinstance(m, dict) and bool(m), "a non-empty object")]
+    note: Annotated[Str | None, expect("a string")] = None
+
+    @field_validator("metrics")
+    @classmethod
+    def _aggregates_of_the_aggregation(cls, metrics: dict[str, MetricSchema],
+                                       info: ValidationInfo) -> dict[str, MetricSchema]:
+        agg = info.data.get("aggregation")
+        if agg is None:   # itself refused
+            return metrics
+        for name, metric in metrics.items():
+            label = _LABELS.get((name, agg))
+            if label is None:
+                known = ", ".join(sorted(n for n, a in _LABELS if a == agg))
+                raise error_at((name,), f"not an aggregate of {agg!r} (known: {known})", name)
+            if metric.aggregation not in (None, label):
+                raise error_at((name, "aggregation"), f"expected {label!r}", metric.aggregation)
+        return metrics
+
+
 def parse_aggregates(raw: Mapping[str, Any], path: str | Path,
                      id_prefix: str | None = None) -> dict[str, StoredAggregate]:
     """The ``aggregates`` object of a baseline file; with ``id_prefix``, keys must be ``aggregate_id``s."""
@@ -180,40 +210,16 @@ def parse_aggregates(raw: Mapping[str, Any], path: str | Path,
 
 def _parse_entry(key: str, raw: Any, p: str, id_prefix: str | None) -> StoredAggregate:
     where = f"aggregates.{key}"
-    if not isinstance(raw, dict):
-        raise InputError(p, where, "expected an object")
-    for k in raw:
-        if k not in _ENTRY_KEYS:
-            raise InputError(p, f"{where}.{k}", f"unknown key (allowed: {', '.join(sorted(_ENTRY_KEYS))})")
-    server, conc, agg, cats = (raw.get(k) for k in ("server", "concurrency", "aggregation", "categories"))
-    if not isinstance(server, str) or not server:
-        raise InputError(p, f"{where}.server", f"expected a server name, got {server!r}")
-    if isinstance(conc, bool) or not isinstance(conc, int) or conc < 1:
-        raise InputError(p, f"{where}.concurrency", f"expected a positive integer, got {conc!r}")
-    if agg not in (MEAN_OF_CATEGORIES, POOLED):
-        raise InputError(p, f"{where}.aggregation", f"expected {MEAN_OF_CATEGORIES!r} or {POOLED!r}, got {agg!r}")
-    if not (isinstance(cats, list) and cats and all(isinstance(c, str) and c for c in cats)
-            and len(set(cats)) == len(cats)):
-        raise InputError(p, f"{where}.categories", f"expected a non-empty list of distinct names, got {cats!r}")
-    if id_prefix is not None and key != aggregate_id(id_prefix, server, conc, agg):
-        raise InputError(p, where, f"key should be {aggregate_id(id_prefix, server, conc, agg)!r} "
-                                   f"for server {server!r}, c={conc}, {agg!r}")
-    if raw.get("note") is not None and not isinstance(raw["note"], str):
-        raise InputError(p, f"{where}.note", "expected a string")
-    metrics_raw = raw.get("metrics")
-    if not isinstance(metrics_raw, dict) or not metrics_raw:
-        raise InputError(p, f"{where}.metrics", "expected a non-empty object")
-    metrics = {}
-    for name, m in metrics_raw.items():
-        label = _LABELS.get((name, agg))
-        if label is None:
-            known = sorted(n for n, a in _LABELS if a == agg)
-            raise InputError(p, f"{where}.metrics.{name}", f"not an aggregate of {agg!r} (known: {', '.join(known)})")
-        metric = _parse_metric(m, False, p, f"{where}.metrics.{name}")
-        if metric.aggregation not in (None, label):
-            raise InputError(p, f"{where}.metrics.{name}.aggregation", f"expected {label!r}, got {metric.aggregation!r}")
-        metrics[name] = metric
-    return StoredAggregate(key, server, conc, agg, tuple(sorted(cats)), metrics, raw.get("note"))
+    try:
+        e = _Entry.model_validate(raw)
+    except ValidationError as exc:
+        raise from_validation(p, exc, prefix=where) from None
+    want = aggregate_id(id_prefix, e.server, e.concurrency, e.aggregation) if id_prefix is not None else key
+    if key != want:
+        raise InputError(p, where, f"key should be {want!r} for server {e.server!r}, c={e.concurrency}, "
+                                   f"{e.aggregation!r}")
+    return StoredAggregate(key, e.server, e.concurrency, e.aggregation, tuple(sorted(e.categories)),
+                           {name: m.baseline() for name, m in e.metrics.items()}, e.note)
 
 
 def judge_aggregate(stored: StoredAggregate, measured: MeasuredAggregate, tolerances: Mapping[str, Tolerance],

@@ -11,24 +11,25 @@ cells not measured in the run keep their stored figures.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+                      ValidationInfo, WrapValidator, create_model, field_validator, model_validator)
+from pydantic_core import PydanticCustomError
 
 from specguard.files import write_json_atomic
-from specguard.config.errors import InputError
+from specguard.config.errors import InputError, from_validation
 
 VERSION = 1
 SCALAR_METRICS = ("output_throughput", "speedup", "acceptance_length", "acceptance_rate", "step_cost")
 LIST_METRICS = ("per_position_acceptance",)
-_CELL_KEYS = {"server", "concurrency", "category", "metrics", "aggregation", "note"}
-_METRIC_KEYS = {"value", "ci_low", "ci_high", "rounds", "aggregation", "note"}
-_TOP_KEYS = {"version", "matrix", "profile", "created", "environment", "provenance", "cells", "aggregates"}
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,146 @@ class BaselineFile:
         return out
 
 
+# --- schema helpers, shared with store.benchjson and judge.aggregate -------------------------------
+# An error reads ``<file>: <field>: expected <what>, got <value>``; from_validation adds the value.
+
+def error_at(loc: tuple[str | int, ...], message: str, value: Any) -> ValidationError:
+    """An error at ``loc`` below the value a validator checks (pydantic prefixes that value's location)."""
+    return ValidationError.from_exception_data("specguard", [
+        {"type": PydanticCustomError("specguard", message), "loc": loc, "input": value}])
+
+
+def reword(message: str) -> WrapValidator:
+    """Whatever is wrong with a leaf value (its type, range or items), the error says ``message``."""
+    def validate(value: Any, handler: Callable[[Any], Any]) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise PydanticCustomError("specguard", message) from None
+    return WrapValidator(validate)
+
+
+def expect(what: str) -> WrapValidator:
+    return reword(f"expected {what}")
+
+
+def must_be(check: Callable[[Any], bool], what: str) -> BeforeValidator:
+    """A container's own check, made before its items are validated (their errors keep their locations)."""
+    def validate(value: Any) -> Any:
+        if not check(value):
+            raise PydanticCustomError("specguard", f"expected {what}")
+        return value
+    return BeforeValidator(validate)
+
+
+def _distinct(values: list[Any]) -> list[Any]:
+    if len(set(values)) != len(values):
+        raise ValueError("repeated items")
+    return values
+
+
+Float = Annotated[float, Field(strict=True, allow_inf_nan=False)]   # an int is read as a float; a bool is not
+Int = Annotated[int, Field(strict=True)]                             # nor a bool or a float as an int
+Str = Annotated[str, Field(strict=True)]
+Name = Annotated[str, Field(strict=True, min_length=1)]
+Distinct = AfterValidator(_distinct)
+
+
+class Schema(BaseModel):
+    """A JSON object; anything else is refused with ``not_object``. Unknown keys are ignored, or, with
+    ``extra="forbid"`` (:class:`Closed`), refused at their own location with the allowed keys."""
+
+    model_config = ConfigDict(extra="ignore")
+    not_object: ClassVar[str] = "expected an object"
+    unknown_key: ClassVar[str] = "unknown key (allowed: {allowed})"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _an_object_with_known_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise PydanticCustomError("specguard", cls.not_object)
+        if cls.model_config.get("extra") == "forbid":
+            for key in data:
+                if key not in cls.model_fields:
+                    allowed = ", ".join(sorted(cls.model_fields))
+                    raise error_at((key,), cls.unknown_key.format(allowed=allowed), data[key])
+        return data
+
+
+class Closed(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- the baseline file's schema --------------------------------------------------------------------
+
+class MetricSchema(Closed):
+    """``{"value": 41.5, "ci_low": 40.0, "ci_high": 43.0, "rounds": [...], "aggregation": .., "note": ..}``"""
+
+    not_object = "expected an object with 'value'"
+    value: Annotated[Float, Field(gt=0), expect("a finite number > 0")]
+    ci_high: Annotated[Float | None, expect("a finite number")] = None   # before ci_low, checked against it
+    ci_low: Annotated[Float | None, expect("a finite number")] = None
+    rounds: Annotated[list[Any], expect("a list")] = []
+    aggregation: Annotated[Str | None, expect("a string")] = None
+    note: Annotated[Str | None, expect("a string")] = None
+
+    @field_validator("ci_low")
+    @classmethod
+    def _not_above_ci_high(cls, low: float | None, info: ValidationInfo) -> float | None:
+        high = info.data.get("ci_high")
+        if low is not None and high is not None and low > high:
+            raise PydanticCustomError("specguard", f"expected at most ci_high {high}")
+        return low
+
+    def baseline(self) -> MetricBaseline:
+        rounds = tuple(tuple(r) if isinstance(r, list) else r for r in self.rounds)
+        return MetricBaseline(self.value, self.ci_low, self.ci_high, rounds, self.aggregation, self.note)
+
+
+class _ListMetric(MetricSchema):
+    value: Annotated[   # type: ignore[assignment]
+        tuple[Annotated[Float, Field(ge=0)], ...], Field(min_length=1),
+        expect("a non-empty list of finite numbers >= 0")]
+
+
+class _MetricNames(Closed):
+    unknown_key = "unknown metric (known: {allowed})"
+
+
+# An absent metric is None; an explicit null is validated, and refused, as a metric.
+_Metrics = create_model(   # type: ignore[call-overload]
+    "_Metrics", __base__=_MetricNames,
+    **{m: (MetricSchema, None) for m in SCALAR_METRICS}, **{m: (_ListMetric, None) for m in LIST_METRICS})
+
+
+class _Cell(Closed):
+    server: Annotated[Str, expect("a string")]
+    concurrency: Annotated[Int, Field(ge=1), expect("a positive integer")]
+    category: Annotated[Str, expect("a string")]
+    metrics: _Metrics   # type: ignore[valid-type]
+    aggregation: Any = None   # allowed, not kept
+    note: Annotated[Str | None, expect("a string")] = None
+
+    def baseline(self) -> CellBaseline:
+        metrics = {name: m.baseline() for name in SCALAR_METRICS + LIST_METRICS
+                   if (m := getattr(self.metrics, name)) is not None}
+        return CellBaseline(self.server, self.concurrency, self.category, metrics, self.note)
+
+
+class _Baseline(Closed):
+    not_object = "expected a JSON object at the top"
+    version: Annotated[Literal[1], reword(f"unsupported version (this suite reads {VERSION})")] \
+        = Field(None, validate_default=True)   # Literal[VERSION]; absent: "got None"
+    matrix: Annotated[Name, expect("a non-empty string")]
+    profile: Annotated[Name, expect("a non-empty string")]
+    created: Any = ""
+    environment: Annotated[dict[str, Any], expect("an object")] = {}
+    provenance: Annotated[dict[str, Any], expect("an object")] = {}
+    cells: Annotated[dict[str, _Cell], must_be(lambda c: isinstance(c, dict), "an object keyed by cell id")] \
+        = {}
+    aggregates: Annotated[dict[str, Any], expect("an object")] = {}   # read by judge.aggregate
+
+
 def baseline_path(root: Path, profile: str, matrix: str) -> Path:
     return root / profile / f"{matrix}.json"
 
@@ -113,88 +254,13 @@ def _reject_constant(name: str) -> float:
 
 
 def parse_baseline(raw: Any, path: Path) -> BaselineFile:
-    p = str(path)
-    if not isinstance(raw, dict):
-        raise InputError(p, None, "expected a JSON object at the top")
-    for key in raw:
-        if key not in _TOP_KEYS:
-            raise InputError(p, key, f"unknown key (allowed: {', '.join(sorted(_TOP_KEYS))})")
-    if raw.get("version") != VERSION:
-        raise InputError(p, "version", f"unsupported version {raw.get('version')!r} (this suite reads {VERSION})")
-    for key in ("matrix", "profile"):
-        if not isinstance(raw.get(key), str) or not raw[key]:
-            raise InputError(p, key, f"expected a non-empty string, got {raw.get(key)!r}")
-    for key in ("environment", "provenance", "aggregates"):
-        if not isinstance(raw.get(key, {}), dict):
-            raise InputError(p, key, "expected an object")
-    cells_raw = raw.get("cells", {})
-    if not isinstance(cells_raw, dict):
-        raise InputError(p, "cells", "expected an object keyed by cell id")
-    cells = {cid: _parse_cell(c, p, f"cells.{cid}") for cid, c in cells_raw.items()}
-    return BaselineFile(path=path, matrix=raw["matrix"], profile=raw["profile"], created=str(raw.get("created", "")),
-                        environment=raw.get("environment", {}), provenance=raw.get("provenance", {}),
-                        cells=cells, aggregates=raw.get("aggregates", {}))
-
-
-def _parse_cell(raw: Any, p: str, where: str) -> CellBaseline:
-    if not isinstance(raw, dict):
-        raise InputError(p, where, "expected an object")
-    for key in raw:
-        if key not in _CELL_KEYS:
-            raise InputError(p, f"{where}.{key}", f"unknown key (allowed: {', '.join(sorted(_CELL_KEYS))})")
-    if not isinstance(raw.get("server"), str):
-        raise InputError(p, f"{where}.server", f"expected a string, got {raw.get('server')!r}")
-    conc = raw.get("concurrency")
-    if isinstance(conc, bool) or not isinstance(conc, int) or conc < 1:
-        raise InputError(p, f"{where}.concurrency", f"expected a positive integer, got {conc!r}")
-    if not isinstance(raw.get("category"), str):
-        raise InputError(p, f"{where}.category", f"expected a string, got {raw.get('category')!r}")
-    metrics_raw = raw.get("metrics")
-    if not isinstance(metrics_raw, dict):
-        raise InputError(p, f"{where}.metrics", "expected an object")
-    metrics = {}
-    for name, m in metrics_raw.items():
-        if name not in SCALAR_METRICS + LIST_METRICS:
-            raise InputError(p, f"{where}.metrics.{name}",
-                             f"unknown metric (known: {', '.join(SCALAR_METRICS + LIST_METRICS)})")
-        metrics[name] = _parse_metric(m, name in LIST_METRICS, p, f"{where}.metrics.{name}")
-    if raw.get("note") is not None and not isinstance(raw["note"], str):
-        raise InputError(p, f"{where}.note", f"expected a string, got {raw['note']!r}")
-    return CellBaseline(raw["server"], conc, raw["category"], metrics, raw.get("note"))
-
-
-def _parse_metric(raw: Any, is_list: bool, p: str, where: str) -> MetricBaseline:
-    if not isinstance(raw, dict):
-        raise InputError(p, where, "expected an object with 'value'")
-    for key in raw:
-        if key not in _METRIC_KEYS:
-            raise InputError(p, f"{where}.{key}", f"unknown key (allowed: {', '.join(sorted(_METRIC_KEYS))})")
-    value = raw.get("value")
-    if is_list:
-        if not isinstance(value, list) or not value or not all(_finite(v) and v >= 0 for v in value):
-            raise InputError(p, f"{where}.value", f"expected a non-empty list of finite numbers >= 0, got {value!r}")
-        value = tuple(float(v) for v in value)
-    elif not _finite(value) or value <= 0:
-        raise InputError(p, f"{where}.value", f"expected a finite number > 0, got {value!r}")
-    lo, hi = raw.get("ci_low"), raw.get("ci_high")
-    for key, v in (("ci_low", lo), ("ci_high", hi)):
-        if v is not None and not _finite(v):
-            raise InputError(p, f"{where}.{key}", f"expected a finite number, got {v!r}")
-    if lo is not None and hi is not None and lo > hi:
-        raise InputError(p, f"{where}.ci_low", f"ci_low {lo} is above ci_high {hi}")
-    rounds = raw.get("rounds", [])
-    if not isinstance(rounds, list):
-        raise InputError(p, f"{where}.rounds", "expected a list")
-    for key in ("aggregation", "note"):
-        if raw.get(key) is not None and not isinstance(raw[key], str):
-            raise InputError(p, f"{where}.{key}", "expected a string")
-    return MetricBaseline(value=value if is_list else float(value), ci_low=lo, ci_high=hi,
-                          rounds=tuple(tuple(r) if isinstance(r, list) else r for r in rounds),
-                          aggregation=raw.get("aggregation"), note=raw.get("note"))
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    try:
+        bf = _Baseline.model_validate(raw)
+    except ValidationError as exc:
+        raise from_validation(path, exc) from None
+    return BaselineFile(path=path, matrix=bf.matrix, profile=bf.profile, created=str(bf.created),
+                        environment=bf.environment, provenance=bf.provenance,
+                        cells={cid: c.baseline() for cid, c in bf.cells.items()}, aggregates=bf.aggregates)
 
 
 def write_baseline(bf: BaselineFile) -> None:

@@ -4,24 +4,28 @@
     run.cells[0].speedup, run.lossless          # lossless: None when no lossless.json sits beside it
 
 Every problem is an InputError naming the file and the field, e.g.
-``results/benchmark.json: benchmarks[2].extra_info.speedup_ci: expected [low, high] or null, got 'x'``.
-Entries without ``extra_info.cell`` (benchmarks that are not specguard cells) are skipped.
+``results/benchmark.json: benchmarks[2].extra_info.speedup_ci: expected [low, high] with low <= high, or null,
+got 'x'``. Entries without ``extra_info.cell`` (benchmarks that are not specguard cells) are skipped;
+keys the suite does not read are ignored.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
-from specguard.config.errors import InputError
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, ValidationError
+
+from specguard.store.baselines import Float, Int, Name, Schema, Str, expect, must_be, reword
+from specguard.config.errors import InputError, from_validation
 
 LOSSLESS_FILE = "lossless.json"
 LOSSLESS_VERSION = 1
-VERDICTS = ("OK", "REGRESSED", "IMPROVED", "UNKNOWN")
+Verdict = Literal["OK", "REGRESSED", "IMPROVED", "UNKNOWN"]
+VERDICTS: tuple[str, ...] = get_args(Verdict)
 
 
 @dataclass(frozen=True)
@@ -112,123 +116,133 @@ def _read_json(path: Path) -> Any:
         raise InputError(path, None, f"not valid JSON: {exc}") from None
 
 
-class _Fields:
-    """Typed access to one JSON object; a wrong type raises InputError naming ``where.key``."""
+# --- the schema: pydantic models, turned into the dataclasses above -------------------------------
 
-    def __init__(self, raw: Any, path: Path, where: str) -> None:
-        if not isinstance(raw, dict):
-            raise InputError(path, where, f"expected an object, got {_short(raw)}")
-        self.raw, self.path, self.where = raw, path, where
-
-    def _fail(self, key: str, expected: str) -> InputError:
-        got = _short(self.raw[key]) if key in self.raw else "nothing (missing)"
-        return InputError(self.path, f"{self.where}.{key}", f"expected {expected}, got {got}")
-
-    def text(self, key: str, *, required: bool = False) -> str | None:
-        v = self.raw.get(key)
-        if (v is None and not required) or (isinstance(v, str) and v):
-            return v
-        raise self._fail(key, "a non-empty string")
-
-    def number(self, key: str, *, required: bool = False) -> float | None:
-        v = self.raw.get(key)
-        if v is None and not required:
-            return None
-        if isinstance(v, (int, float)) and _finite(v):
-            return float(v)
-        raise self._fail(key, "a finite number" + ("" if required else " or null"))
-
-    def integer(self, key: str, *, minimum: int = 0, required: bool = False) -> int | None:
-        v = self.raw.get(key)
-        if v is None and not required:
-            return None
-        if isinstance(v, int) and not isinstance(v, bool) and v >= minimum:
-            return v
-        raise self._fail(key, f"an integer >= {minimum}")
-
-    def nums(self, key: str) -> tuple[float, ...]:
-        v = self.raw.get(key)
-        if v is None:
-            return ()
-        if isinstance(v, list) and all(_finite(x) for x in v):
-            return tuple(float(x) for x in v)
-        raise self._fail(key, "a list of finite numbers or null")
-
-    def ci(self, key: str) -> tuple[float, float] | None:
-        v = self.raw.get(key)
-        if v is None:
-            return None
-        if isinstance(v, list) and len(v) == 2 and all(_finite(x) for x in v) and v[0] <= v[1]:
-            return float(v[0]), float(v[1])
-        raise self._fail(key, "[low, high] with low <= high, or null")
-
-    def strs(self, key: str) -> tuple[str, ...]:
-        v = self.raw.get(key)
-        if v is None:
-            return ()
-        if isinstance(v, list) and all(isinstance(x, str) for x in v):
-            return tuple(v)
-        raise self._fail(key, "a list of strings")
-
-    def verdict(self, key: str) -> str | None:
-        v = self.raw.get(key)
-        if v is None or v in VERDICTS:
-            return v
-        raise self._fail(key, f"one of {', '.join(VERDICTS)}")
+# In ``Annotated[T, A, B]`` the before validator B runs before A: the null and falsy defaults come last.
+def _null_is(default: Any) -> BeforeValidator:
+    return BeforeValidator(lambda v: default if v is None else v)
 
 
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def _falsy_is(empty: Any) -> BeforeValidator:
+    return BeforeValidator(lambda v: v or empty)
 
 
-def _short(v: Any) -> str:
-    text = repr(v)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _ordered(ci: tuple[float, float]) -> tuple[float, float]:
+    if ci[0] > ci[1]:
+        raise ValueError("low above high")
+    return ci
+
+
+_Text = Annotated[Name, expect("a non-empty string")]
+_Number = Annotated[Float | None, expect("a finite number or null")]
+_Numbers = Annotated[tuple[Float, ...], expect("a list of finite numbers or null"), _null_is(())]
+_Interval = Annotated[tuple[Float, Float], AfterValidator(_ordered),
+                      expect("[low, high] with low <= high, or null")]
+_Positive = Annotated[Int, Field(ge=1), expect("an integer >= 1")]
+_Count = Annotated[Int, Field(ge=0), expect("an integer >= 0")]
+_Token = Annotated[Int, Field(ge=-1), expect("an integer >= -1")]   # -1: the sequence had ended
+
+
+class _CellInfo(Schema):
+    """``extra_info`` of one cell, as ``CellMeasurement.extra_info`` writes it; the fields of CellResult."""
+
+    cell: _Text
+    server: _Text
+    model: _Text
+    method: _Text
+    concurrency: _Positive
+    category: _Text
+    output_throughput: Annotated[Float, expect("a finite number")]
+    k: Annotated[_Positive | None, Field(alias="num_speculative_tokens")] = None
+    rounds: Annotated[_Count, _null_is(0)] = 0
+    output_throughput_ci: _Interval | None = None
+    speedup: _Number = None
+    speedup_ci: _Interval | None = None
+    acceptance_length: _Number = None
+    acceptance_length_ci: _Interval | None = None
+    acceptance_rate: _Number = None
+    per_position: Annotated[_Numbers, Field(alias="per_position_acceptance")] = ()
+    drafts: _Number = None
+    round_throughputs: _Numbers = ()
+    baseline_round_throughputs: _Numbers = ()
+    round_acceptance_lengths: _Numbers = ()
+    verdict: Annotated[Verdict, expect(f"one of {', '.join(VERDICTS)}")] | None = None
+    verdicts: Annotated[dict[str, Verdict], expect(f"an object of metric: {'/'.join(VERDICTS)}"),
+                        _falsy_is({})] = Field(default_factory=dict)
+    warnings: Annotated[tuple[Str, ...], expect("a list of strings"), _null_is(())] = ()
+    device: _Text | None = None
+    profile: _Text | None = None
+    vllm_version: _Text | None = None
+    server_memory_bytes: _Number = None
+    kv_cache_tokens: _Number = None
+
+
+def _a_cell(info: Any) -> Any:
+    return info if isinstance(info, dict) and "cell" in info else None
+
+
+class _Benchmark(Schema):
+    extra_info: Annotated[_CellInfo | None, BeforeValidator(_a_cell)] = None   # None: not a specguard cell
+
+
+class _BenchmarkFile(Schema):
+    not_object = "expected a pytest-benchmark JSON object at the top"
+    benchmarks: Annotated[list[_Benchmark], must_be(lambda b: isinstance(b, list),
+                                                    "a list (is this a file written by --benchmark-json?)")] \
+        = Field(None, validate_default=True)
+    commit_info: Any = None
+    datetime: Any = None
+
+
+class _Divergence(Schema):
+    model_config = ConfigDict(extra="allow")   # kind, base_top, spec_top: kept as they are
+    prompt_id: _Text
+    index: _Count
+    margin: _Number = None
+    base_token: _Token
+    spec_token: _Token
+
+
+class _Report(Schema):
+    """``LosslessReport.to_json()``; the fields are LosslessEntry's."""
+
+    case: _Text
+    server: _Text
+    reference: Annotated[_Text, _null_is("-")] = "-"
+    concurrency: _Positive
+    mode: Annotated[_Text, _null_is("-")] = "-"
+    compared: _Count
+    identical: _Count
+    near_ties: Annotated[_Count, _null_is(0)] = 0
+    real: Annotated[_Count, _null_is(0), Field(alias="real_divergences")] = 0
+    divergences: Annotated[list[_Divergence], must_be(lambda d: isinstance(d, list), "a list"),
+                           _falsy_is([])] = Field(default_factory=list)
+
+
+class _LosslessFile(Schema):
+    not_object = "expected a JSON object at the top"
+    version: Annotated[Literal[1], reword(f"unsupported version (this report reads {LOSSLESS_VERSION})")] \
+        = Field(None, validate_default=True)
+    reports: Annotated[list[_Report], must_be(lambda r: isinstance(r, list), "a list")] \
+        = Field(None, validate_default=True)
 
 
 def parse_cell(raw: dict[str, Any], path: Path, where: str) -> CellResult:
-    f = _Fields(raw, path, where)
-    verdicts = raw.get("verdicts") or {}
-    if not isinstance(verdicts, dict) or not all(v in VERDICTS for v in verdicts.values()):
-        raise f._fail("verdicts", f"an object of metric: {'/'.join(VERDICTS)}")
-    return CellResult(
-        cell=f.text("cell", required=True) or "", server=f.text("server", required=True) or "",
-        model=f.text("model", required=True) or "", method=f.text("method", required=True) or "",
-        concurrency=f.integer("concurrency", minimum=1, required=True) or 1,
-        category=f.text("category", required=True) or "",
-        output_throughput=f.number("output_throughput", required=True) or 0.0,
-        k=f.integer("num_speculative_tokens", minimum=1), rounds=f.integer("rounds") or 0,
-        output_throughput_ci=f.ci("output_throughput_ci"),
-        speedup=f.number("speedup"), speedup_ci=f.ci("speedup_ci"),
-        acceptance_length=f.number("acceptance_length"), acceptance_length_ci=f.ci("acceptance_length_ci"),
-        acceptance_rate=f.number("acceptance_rate"), per_position=f.nums("per_position_acceptance"),
-        drafts=f.number("drafts"), round_throughputs=f.nums("round_throughputs"),
-        baseline_round_throughputs=f.nums("baseline_round_throughputs"),
-        round_acceptance_lengths=f.nums("round_acceptance_lengths"),
-        verdict=f.verdict("verdict"), verdicts=dict(verdicts), warnings=f.strs("warnings"),
-        device=f.text("device"), profile=f.text("profile"), vllm_version=f.text("vllm_version"),
-        server_memory_bytes=f.number("server_memory_bytes"), kv_cache_tokens=f.number("kv_cache_tokens"))
+    try:
+        return CellResult(**dict(_CellInfo.model_validate(raw)))
+    except ValidationError as exc:
+        raise from_validation(path, exc, prefix=where) from None
 
 
 def load_benchmark(path: Path) -> BenchRun:
     """The cells of one ``--benchmark-json`` file, and the ``lossless.json`` beside it if any."""
     path = Path(path)
-    raw = _read_json(path)
-    if not isinstance(raw, dict):
-        raise InputError(path, None, f"expected a pytest-benchmark JSON object at the top, got {_short(raw)}")
-    benchmarks = raw.get("benchmarks")
-    if not isinstance(benchmarks, list):
-        raise InputError(path, "benchmarks", "expected a list (is this a file written by --benchmark-json?)")
-    cells, skipped = [], 0
-    for i, entry in enumerate(benchmarks):
-        if not isinstance(entry, dict):
-            raise InputError(path, f"benchmarks[{i}]", f"expected an object, got {_short(entry)}")
-        info = entry.get("extra_info")
-        if not isinstance(info, dict) or "cell" not in info:
-            skipped += 1
-            continue
-        cells.append(parse_cell(info, path, f"benchmarks[{i}].extra_info"))
-    commit: dict[str, Any] = raw["commit_info"] if isinstance(raw.get("commit_info"), dict) else {}
+    try:
+        run = _BenchmarkFile.model_validate(_read_json(path))
+    except ValidationError as exc:
+        raise from_validation(path, exc) from None
+    cells = tuple(CellResult(**dict(b.extra_info)) for b in run.benchmarks if b.extra_info is not None)
+    commit: dict[str, Any] = run.commit_info if isinstance(run.commit_info, dict) else {}
     commit_id = commit.get("id") if isinstance(commit.get("id"), str) else None
     if commit_id and commit.get("dirty"):
         commit_id = f"{commit_id[:12]} (dirty)"
@@ -236,35 +250,15 @@ def load_benchmark(path: Path) -> BenchRun:
         commit_id = commit_id[:12]
     lossless_path = path.parent / LOSSLESS_FILE
     lossless = load_lossless(lossless_path) if lossless_path.is_file() else None
-    when = raw.get("datetime") if isinstance(raw.get("datetime"), str) else None
-    return BenchRun(path, when, commit_id, tuple(cells), skipped, lossless)
+    when = run.datetime if isinstance(run.datetime, str) else None
+    return BenchRun(path, when, commit_id, cells, len(run.benchmarks) - len(cells), lossless)
 
 
 def load_lossless(path: Path) -> tuple[LosslessEntry, ...]:
     """``{"version": 1, "reports": [LosslessReport.to_json(), ...]}``."""
-    raw = _read_json(path)
-    if not isinstance(raw, dict):
-        raise InputError(path, None, f"expected a JSON object at the top, got {_short(raw)}")
-    if raw.get("version") != LOSSLESS_VERSION:
-        raise InputError(path, "version", f"unsupported version {raw.get('version')!r} "
-                                          f"(this report reads {LOSSLESS_VERSION})")
-    reports = raw.get("reports")
-    if not isinstance(reports, list):
-        raise InputError(path, "reports", f"expected a list, got {_short(reports)}")
-    out = []
-    for i, r in enumerate(reports):
-        f = _Fields(r, path, f"reports[{i}]")
-        divs = r.get("divergences") or []
-        if not isinstance(divs, list):
-            raise f._fail("divergences", "a list")
-        for j, d in enumerate(divs):
-            g = _Fields(d, path, f"reports[{i}].divergences[{j}]")
-            g.text("prompt_id", required=True), g.integer("index", required=True), g.number("margin")
-            g.integer("base_token", minimum=-1, required=True), g.integer("spec_token", minimum=-1, required=True)
-        out.append(LosslessEntry(
-            case=f.text("case", required=True) or "", server=f.text("server", required=True) or "",
-            reference=f.text("reference") or "-", concurrency=f.integer("concurrency", minimum=1, required=True) or 1,
-            mode=f.text("mode") or "-", compared=f.integer("compared", required=True) or 0,
-            identical=f.integer("identical", required=True) or 0, near_ties=f.integer("near_ties") or 0,
-            real=f.integer("real_divergences") or 0, divergences=tuple(divs)))
-    return tuple(out)
+    try:
+        reports = _LosslessFile.model_validate(_read_json(path)).reports
+    except ValidationError as exc:
+        raise from_validation(path, exc) from None
+    return tuple(LosslessEntry(**{**dict(r), "divergences": tuple(d.model_dump() for d in r.divergences)})
+                 for r in reports)

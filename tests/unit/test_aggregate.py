@@ -28,8 +28,7 @@ from specguard.store.baselines import CellBaseline, MetricBaseline
 from specguard.config.errors import InputError
 from specguard.measure.load import RequestResult, RoundResult
 from specguard.config.matrix import Cell, ServerConfig, load_matrix
-from specguard.judge.cell import CellMeasurement
-from specguard.measure.runner import RoundSample
+from specguard.measure.runner import CellMeasurement, RoundSample
 from specguard.config.tolerance import Tolerance
 from specguard.judge.verdict import Verdict
 
@@ -226,6 +225,29 @@ def test_parse_aggregates_names_file_and_field(key: str, change: Callable[[dict[
     assert (info.value.path, info.value.field) == ("b.json", field)
     assert problem in info.value.problem
     assert str(info.value).startswith(f"b.json: {field}: ")
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "problem"),
+    [
+        (lambda r: r.update(colour="red"), "aggregates.k.colour",
+         "unknown key (allowed: aggregation, categories, concurrency, metrics, note, server), got 'red'"),
+        (lambda r: r["metrics"]["speedup"].update(colour="red"), "aggregates.k.metrics.speedup.colour",
+         "unknown key (allowed: aggregation, ci_high, ci_low, note, rounds, value), got 'red'"),
+        (lambda r: r.pop("server"), "aggregates.k.server", "Field required"),
+        (lambda r: r.update(aggregation="median"), "aggregates.k.aggregation",
+         f"expected {MEAN_OF_CATEGORIES!r} or {POOLED!r}, got 'median'"),
+        (lambda r: r["metrics"].update(acceptance_length={"value": 3.0}), "aggregates.k.metrics.acceptance_length",
+         f"not an aggregate of {MEAN_OF_CATEGORIES!r} (known: output_throughput, speedup), got 'acceptance_length'"),
+    ],
+)
+def test_parse_aggregates_messages(change: Callable[[dict[str, Any]], None], field: str, problem: str) -> None:
+    """Unknown keys are refused, as every key of a baseline file; the message names the allowed ones."""
+    raw = copy.deepcopy(entry())
+    change(raw)
+    with pytest.raises(InputError) as info:
+        parse_aggregates({"k": raw}, "b.json")
+    assert (info.value.path, info.value.field, info.value.problem) == ("b.json", field, problem)
 
 
 def test_parse_refuses_an_entry_that_is_not_an_object() -> None:

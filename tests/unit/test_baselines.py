@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 
 from specguard import files
 from specguard.store.baselines import (
+    LIST_METRICS,
+    SCALAR_METRICS,
     VERSION,
     BaselineFile,
     CellBaseline,
@@ -170,9 +172,9 @@ def _at(raw: dict[str, Any], dotted: list[str]) -> tuple[Any, str]:
 @pytest.mark.parametrize(
     ("keys", "value", "field", "fragment"),
     [
-        (["version"], 2, "version", "unsupported version 2"),
-        (["version"], "1", "version", "unsupported version '1'"),
-        (["version"], None, "version", "unsupported version None"),
+        (["version"], 2, "version", "unsupported version (this suite reads 1), got 2"),
+        (["version"], "1", "version", "unsupported version (this suite reads 1), got '1'"),
+        (["version"], None, "version", "unsupported version (this suite reads 1), got None"),
         (["matrix"], "", "matrix", "non-empty string"),
         (["profile"], 3, "profile", "non-empty string"),
         (["environment"], [], "environment", "expected an object"),
@@ -208,7 +210,7 @@ def _at(raw: dict[str, Any], dotted: list[str]) -> tuple[Any, str]:
         (["cells", "tiny-ngram4-c4-coding", "metrics", "speedup", "ci_low"], "@-1e400@",
          f"{CELL}.metrics.speedup.ci_low", "expected a finite number"),
         (["cells", "tiny-ngram4-c4-coding", "metrics", "speedup", "ci_low"], 1.4,
-         f"{CELL}.metrics.speedup.ci_low", "ci_low 1.4 is above ci_high 1.3"),
+         f"{CELL}.metrics.speedup.ci_low", "expected at most ci_high 1.3, got 1.4"),
         (["cells", "tiny-ngram4-c4-coding", "metrics", "speedup", "ci_high"], "1.3",
          f"{CELL}.metrics.speedup.ci_high", "expected a finite number"),
         (["cells", "tiny-ngram4-c4-coding", "metrics", "speedup", "rounds"], {"a": 1},
@@ -296,6 +298,92 @@ def test_unreadable_bytes(tmp_path: Path) -> None:
 def test_parse_baseline_without_a_file() -> None:
     with pytest.raises(InputError, match=re.escape("mem.json: version")):
         parse_baseline({"version": 0}, Path("mem.json"))
+
+
+@pytest.mark.parametrize(
+    ("keys", "field", "message"),
+    [
+        (["colour"], "colour",
+         "unknown key (allowed: aggregates, cells, created, environment, matrix, profile, provenance, version), "
+         "got 'red'"),
+        (["cells", "tiny-baseline-c1-math", "colour"], "cells.tiny-baseline-c1-math.colour",
+         "unknown key (allowed: aggregation, category, concurrency, metrics, note, server), got 'red'"),
+        (["cells", "tiny-baseline-c1-math", "metrics", "colour"], "cells.tiny-baseline-c1-math.metrics.colour",
+         "unknown metric (known: acceptance_length, acceptance_rate, output_throughput, per_position_acceptance, "
+         "speedup, step_cost), got 'red'"),
+        (["cells", "tiny-baseline-c1-math", "metrics", "output_throughput", "colour"],
+         "cells.tiny-baseline-c1-math.metrics.output_throughput.colour",
+         "unknown key (allowed: aggregation, ci_high, ci_low, note, rounds, value), got 'red'"),
+    ],
+)
+def test_unknown_keys_are_refused_naming_the_allowed_ones(tmp_path: Path, keys: list[str], field: str,
+                                                          message: str) -> None:
+    """A baseline is written by the suite only: an unknown key is a typo or a file of another version."""
+    raw = valid_raw(tmp_path)
+    node, last = _at(raw, keys)
+    node[last] = "red"
+    with pytest.raises(InputError) as info:
+        parse_baseline(raw, Path("b.json"))
+    assert (info.value.path, info.value.field, info.value.problem) == ("b.json", field, message)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_values_are_refused_without_a_file(tmp_path: Path, bad: float) -> None:
+    raw = valid_raw(tmp_path)
+    raw["cells"]["tiny-ngram4-c4-coding"]["metrics"]["speedup"]["ci_high"] = bad
+    with pytest.raises(InputError) as info:
+        parse_baseline(raw, Path("b.json"))
+    assert info.value.field == f"{CELL}.metrics.speedup.ci_high"
+    assert info.value.problem == f"expected a finite number, got {bad!r}"
+
+
+# --- Hypothesis: any baseline the suite can write reads back as the same object ---------------
+
+_FINITE = st.floats(allow_nan=False, allow_infinity=False)
+_TEXT = st.text(max_size=6)
+_JSON = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | _FINITE | _TEXT,
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+                     max_leaves=6)
+
+
+@st.composite
+def metric_baselines(draw: st.DrawFn, is_list: bool) -> MetricBaseline:
+    value: float | tuple[float, ...] = (
+        tuple(draw(st.lists(st.floats(min_value=0, allow_nan=False, allow_infinity=False), min_size=1, max_size=4)))
+        if is_list else draw(st.floats(min_value=0, exclude_min=True, allow_nan=False, allow_infinity=False)))
+    low, high = draw(st.none() | _FINITE), draw(st.none() | _FINITE)
+    if low is not None and high is not None and low > high:
+        low, high = high, low
+    rounds = draw(st.lists(_FINITE | st.tuples(_FINITE, _FINITE), max_size=3))
+    return MetricBaseline(value, low, high, tuple(rounds), draw(st.none() | _TEXT), draw(st.none() | _TEXT))
+
+
+@st.composite
+def cell_baselines(draw: st.DrawFn) -> CellBaseline:
+    names = draw(st.lists(st.sampled_from(SCALAR_METRICS + LIST_METRICS), unique=True, max_size=4))
+    metrics = {n: draw(metric_baselines(n in LIST_METRICS)) for n in names}
+    return CellBaseline(draw(_TEXT), draw(st.integers(1, 1024)), draw(_TEXT), metrics,
+                        draw(st.none() | st.text(min_size=1, max_size=6)))   # an empty note is not written
+
+
+@st.composite
+def baseline_files(draw: st.DrawFn) -> BaselineFile:
+    json_object = st.dictionaries(_TEXT, _JSON, max_size=3)
+    return BaselineFile(path=Path("any.json"), matrix=draw(st.text(min_size=1, max_size=6)),
+                        profile=draw(st.text(min_size=1, max_size=6)), created=draw(_TEXT),
+                        environment=draw(json_object), provenance=draw(json_object),
+                        cells=draw(st.dictionaries(_TEXT, cell_baselines(), max_size=3)),
+                        aggregates=draw(json_object))
+
+
+@PROPS
+@given(bf=baseline_files())
+def test_to_json_then_parse_gives_the_same_object(bf: BaselineFile) -> None:
+    text = json.dumps(bf.to_json(), allow_nan=False, sort_keys=True)
+    again = parse_baseline(json.loads(text), bf.path)
+    assert again == bf
+    assert all(isinstance(m.value, float if n in SCALAR_METRICS else tuple)
+               for c in again.cells.values() for n, m in c.metrics.items())
 
 
 # --- Hypothesis: corrupted baselines raise InputError or load --------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -288,7 +289,7 @@ def _sample_with(mutate: Any) -> dict[str, Any]:
     (json.dumps(_sample_with(lambda r: r["benchmarks"][0]["extra_info"].update(output_throughput=float("nan")))),
      "benchmarks[0].extra_info.output_throughput: expected a finite number, got nan"),
     (json.dumps(_sample_with(lambda r: r["benchmarks"][3]["extra_info"].pop("category"))),
-     "benchmarks[3].extra_info.category: expected a non-empty string, got nothing (missing)"),
+     "benchmarks[3].extra_info.category: Field required"),
     (json.dumps(_sample_with(lambda r: r["benchmarks"][3]["extra_info"].update(verdict="BAD"))),
      "benchmarks[3].extra_info.verdict: expected one of OK, REGRESSED, IMPROVED, UNKNOWN, got 'BAD'"),
 ])
@@ -380,11 +381,31 @@ def test_lossless_tables(tmp_path: Path) -> None:
     assert "| ngram4 | 8 | math-1 | 40 | <end> | 55 | - | real |" in md
 
 
+def test_unknown_keys_are_ignored(tmp_path: Path) -> None:
+    """pytest-benchmark and the suite add keys over time; the report reads the ones it knows and keeps the rest of
+    a divergence as written."""
+    raw = json.loads(SAMPLE.read_text())
+    raw["new_top_key"] = {"x": 1}
+    raw["benchmarks"][0]["new_entry_key"] = 1
+    raw["benchmarks"][0]["extra_info"]["new_figure"] = [1, "a"]
+    bench = tmp_path / "run" / "benchmark.json"
+    bench.parent.mkdir()
+    bench.write_text(json.dumps(raw))
+    div = {"prompt_id": "coding-3", "index": 17, "base_token": 1234, "spec_token": 987, "margin": 0.0123,
+           "kind": "near-tie", "base_top": [[1234, -0.5]], "spec_top": [], "new_div_key": True}
+    report = {**_lossless_report("ngram4", 1, [div]), "new_report_key": "x"}
+    (bench.parent / "lossless.json").write_text(json.dumps({"version": 1, "reports": [report], "new": 1}))
+    run = load_benchmark(bench)
+    assert run.cells == load_benchmark(SAMPLE).cells
+    assert run.lossless is not None and len(run.lossless) == 1
+    assert run.lossless[0].divergences == (div,)
+
+
 def test_malformed_lossless_names_the_file(tmp_path: Path) -> None:
     bench, _ = synthetic(tmp_path)
     lossless = bench.parent / "lossless.json"
     lossless.write_text(json.dumps({"version": 2, "reports": []}))
-    with pytest.raises(InputError, match=f"{lossless}: version: unsupported version 2"):
+    with pytest.raises(InputError, match=re.escape(f"{lossless}: version: unsupported version (this report reads 1), got 2")):
         write_report([bench], tmp_path / "out", plots=False)
     lossless.write_text(json.dumps({"version": 1, "reports": [{**_lossless_report("x", 1, []), "compared": "12"}]}))
     with pytest.raises(InputError, match=r"reports\[0\]\.compared: expected an integer >= 0, got '12'"):
