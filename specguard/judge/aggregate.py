@@ -37,8 +37,8 @@ from specguard.judge.stats import Interval, mean_ci, ratio_ci
 from specguard.config.tolerance import Tolerance
 from specguard.judge.verdict import Check
 
-if TYPE_CHECKING:   # the measurement is read, never built, here: judge/ does not import measure/
-    from specguard.measure.runner import CellMeasurement
+if TYPE_CHECKING:
+    from specguard.judge.cell import CellMeasurement
 
 MEAN_OF_CATEGORIES = "mean of category throughputs"
 POOLED = "pooled tokens / pooled time"

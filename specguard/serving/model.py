@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -202,14 +203,32 @@ def convert_gguf(gguf: Path, out: Path) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ModelError(f"converting {gguf.name} needs transformers, gguf and accelerate: {exc}") from exc
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
+    with _gguf_parsed_once():
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
     # The weights are already dequantized; drop the GGUF marker so transformers will save them.
     plain = AutoModelForCausalLM.from_config(_without_quantization(model.config), dtype=torch.bfloat16)
     plain.load_state_dict(model.state_dict())
     plain.generation_config = model.generation_config
     plain.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+
+
+@contextmanager
+def _gguf_parsed_once() -> Iterator[None]:
+    """transformers reads a GGUF file whole three times (config, tokenizer, weights) and rebuilds
+    gguf's tensor-name table once per module (~400 times for SmolLM2), most of a one-minute
+    conversion on a slow core. Both are pure functions of their arguments: within this block each
+    is computed once (the written folder is the same, byte for byte)."""
+    import gguf as gguf_lib
+
+    reader, names = gguf_lib.GGUFReader, gguf_lib.get_tensor_name_map
+    gguf_lib.GGUFReader = functools.lru_cache(maxsize=2)(reader)
+    gguf_lib.get_tensor_name_map = functools.lru_cache(maxsize=8)(names)
+    try:
+        yield
+    finally:
+        gguf_lib.GGUFReader, gguf_lib.get_tensor_name_map = reader, names
 
 
 def _without_quantization(config):  # type: ignore[no-untyped-def]

@@ -28,7 +28,8 @@ from specguard.store.baselines import CellBaseline, MetricBaseline
 from specguard.config.errors import InputError
 from specguard.measure.load import RequestResult, RoundResult
 from specguard.config.matrix import Cell, ServerConfig, load_matrix
-from specguard.measure.runner import CellMeasurement, RoundSample
+from specguard.judge.cell import CellMeasurement
+from specguard.measure.runner import RoundSample
 from specguard.config.tolerance import Tolerance
 from specguard.judge.verdict import Verdict
 
