@@ -33,7 +33,7 @@ from specguard.store.baselines import (CellBaseline, Closed, Distinct, Int, Metr
                                        Name, Str, error_at, expect, must_be)
 from specguard.config.errors import InputError, from_validation
 from specguard.config.matrix import Cell, Matrix, ServerConfig
-from specguard.judge.stats import Interval, mean_ci, ratio_ci
+from specguard.judge.stats import Interval, mean_ci, paired_ratio_ci, ratio_ci
 from specguard.config.tolerance import Tolerance
 from specguard.judge.verdict import Check
 
@@ -43,10 +43,11 @@ if TYPE_CHECKING:
 MEAN_OF_CATEGORIES = "mean of category throughputs"
 POOLED = "pooled tokens / pooled time"
 RATIO_OF_MEANS = "ratio of means of category throughputs"
-# (metric, the entry's aggregation) -> the label that metric's own `aggregation` must carry.
-_LABELS = {("output_throughput", MEAN_OF_CATEGORIES): MEAN_OF_CATEGORIES,
-           ("output_throughput", POOLED): POOLED,
-           ("speedup", MEAN_OF_CATEGORIES): RATIO_OF_MEANS}
+PAIRED_GEOMEAN = "geometric mean of category paired speedups"
+# (metric, the entry's aggregation) -> the labels that metric's own `aggregation` may carry.
+_LABELS = {("output_throughput", MEAN_OF_CATEGORIES): (MEAN_OF_CATEGORIES,),
+           ("output_throughput", POOLED): (POOLED,),
+           ("speedup", MEAN_OF_CATEGORIES): (RATIO_OF_MEANS, PAIRED_GEOMEAN)}
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,29 @@ def aggregate_speedup(spec: MeasuredAggregate, base: MeasuredAggregate, *, confi
     return ratio_ci(spec.round_means, base.round_means, confidence, seed=seed)
 
 
+def category_pair_speedups(ratios_by_category: Mapping[str, Sequence[float]]) -> tuple[float, ...]:
+    """Per pair index r: the geometric mean over categories of each category's pair-r speedup,
+    over the first n pairs, n the fewest any category has."""
+    if not ratios_by_category or not all(ratios_by_category.values()):
+        raise ValueError("every category needs at least one pair")
+    n = min(len(v) for v in ratios_by_category.values())
+    k = len(ratios_by_category)
+    return tuple(math.exp(math.fsum(math.log(v[r]) for v in ratios_by_category.values()) / k) for r in range(n))
+
+
+def paired_aggregate_speedup(cells: Sequence[CellMeasurement], confidence: float = 0.95) -> Interval | None:
+    """The aggregate speedup of a speculative server measured in pairs: the geometric mean over
+    categories of each category's paired speedup, with the cells' own paired t interval on the
+    logs (pair r of every category together). It agrees with the cells' speedups, which the ratio
+    of two means of categories does not when the plain cells' rounds come from other pairs or
+    times. None when a cell was not measured in pairs."""
+    if not cells or any(not m.pairs for m in cells):
+        return None
+    g = category_pair_speedups({m.cell.category: [s / p for s, p in zip(m.throughputs, m.plain_throughputs)]
+                                for m in cells})
+    return paired_ratio_ci(g, [1.0] * len(g), confidence)
+
+
 @dataclass(frozen=True)
 class AggregateCase:
     """One aggregate test: a (server, concurrency) over all the categories the session runs."""
@@ -127,17 +151,24 @@ def aggregate_cases(matrix: Matrix, cells: Sequence[Cell] | None = None) -> list
             if have is None or (s.name, c) in have]
 
 
-def aggregates_from_cells(cells: Mapping[str, CellBaseline], matrix: Matrix,
-                          confidence: float = 0.95) -> dict[str, dict[str, Any]]:
-    """The ``aggregates`` entries of a baseline file, derived from its stored cells' rounds: per
-    (server, concurrency) with a stored round for every category it has, the mean of category
-    throughputs and, where its plain server covers the same categories, the aggregate speedup.
-    The figures are those :func:`aggregate` and :func:`aggregate_speedup` give a measuring session."""
+def aggregates_from_cells(cells: Mapping[str, CellBaseline], matrix: Matrix, confidence: float = 0.95,
+                          categories: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The ``aggregates`` entries of a baseline file, derived from its stored cells' rounds (of
+    ``categories`` only, if given): per (server, concurrency) with a stored round for every
+    category it has, the mean of category throughputs and the aggregate speedup: from the pairs'
+    ratios where every cell was measured in pairs (:func:`paired_aggregate_speedup`), else, where
+    its plain server covers the same categories, the ratio of the two means (:func:`aggregate_speedup`)."""
     rounds: dict[tuple[str, int], dict[str, Sequence[float]]] = {}
+    pair_ratios: dict[tuple[str, int], dict[str, Sequence[float]]] = {}
     for cell in cells.values():
-        tp = cell.metrics.get("output_throughput")
+        if categories is not None and cell.category not in categories:
+            continue
+        tp, sp = cell.metrics.get("output_throughput"), cell.metrics.get("speedup")
         rounds.setdefault((cell.server, cell.concurrency), {})[cell.category] = \
             [float(r) for r in tp.rounds] if tp is not None else []
+        paired = (cell.note or "").startswith("pairing: interleaved") and sp is not None and bool(sp.rounds)
+        pair_ratios.setdefault((cell.server, cell.concurrency), {})[cell.category] = \
+            [float(r) for r in sp.rounds] if paired and sp is not None else []
     out: dict[str, dict[str, Any]] = {}
     for case in aggregate_cases(matrix):
         by_cat = rounds.get((case.server.name, case.concurrency))
@@ -148,7 +179,11 @@ def aggregates_from_cells(cells: Mapping[str, CellBaseline], matrix: Matrix,
         metrics = {"output_throughput": MetricBaseline(tp.estimate, tp.low, tp.high, means, MEAN_OF_CATEGORIES)}
         base = matrix.baseline_of(case.server)
         base_by_cat = rounds.get((base.name, case.concurrency)) if base is not None else None
-        if base_by_cat and all(base_by_cat.values()) and set(base_by_cat) == set(by_cat):
+        ratios = pair_ratios.get((case.server.name, case.concurrency), {})
+        if base is not None and ratios and all(ratios.values()):
+            sp = paired_ratio_ci(g := category_pair_speedups(ratios), [1.0] * len(g), confidence)
+            metrics["speedup"] = MetricBaseline(sp.estimate, sp.low, sp.high, g, PAIRED_GEOMEAN)
+        elif base_by_cat and all(base_by_cat.values()) and set(base_by_cat) == set(by_cat):
             sp = ratio_ci(means, category_round_means(base_by_cat), confidence)
             metrics["speedup"] = MetricBaseline(sp.estimate, sp.low, sp.high, (), RATIO_OF_MEANS)
         out[case.id] = {"server": case.server.name, "concurrency": case.concurrency, "aggregation": MEAN_OF_CATEGORIES,
@@ -193,12 +228,13 @@ class _Entry(Closed):
         if agg is None:   # itself refused
             return metrics
         for name, metric in metrics.items():
-            label = _LABELS.get((name, agg))
-            if label is None:
+            labels = _LABELS.get((name, agg))
+            if labels is None:
                 known = ", ".join(sorted(n for n, a in _LABELS if a == agg))
                 raise error_at((name,), f"not an aggregate of {agg!r} (known: {known})", name)
-            if metric.aggregation not in (None, label):
-                raise error_at((name, "aggregation"), f"expected {label!r}", metric.aggregation)
+            if metric.aggregation not in (None, *labels):
+                raise error_at((name, "aggregation"), f"expected {' or '.join(map(repr, labels))}",
+                               metric.aggregation)
         return metrics
 
 

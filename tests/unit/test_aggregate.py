@@ -15,13 +15,16 @@ from hypothesis import strategies as st
 
 from specguard.judge.aggregate import (
     MEAN_OF_CATEGORIES,
+    PAIRED_GEOMEAN,
     POOLED,
     RATIO_OF_MEANS,
     aggregate,
     aggregate_id,
     aggregate_speedup,
     aggregates_from_cells,
+    category_pair_speedups,
     judge_aggregate,
+    paired_aggregate_speedup,
     parse_aggregates,
 )
 from specguard.store.baselines import CellBaseline, MetricBaseline
@@ -29,7 +32,7 @@ from specguard.config.errors import InputError
 from specguard.measure.load import RequestResult, RoundResult
 from specguard.config.matrix import Cell, ServerConfig, load_matrix
 from specguard.judge.cell import CellMeasurement
-from specguard.measure.runner import RoundSample
+from specguard.measure.runner import Pair, RoundSample
 from specguard.config.tolerance import Tolerance
 from specguard.judge.verdict import Verdict
 
@@ -336,3 +339,68 @@ def test_aggregates_from_cells_match_a_measuring_session(plain: list[list[float]
     sp = out["tiny-ngram4-c1"]["metrics"]["speedup"]
     assert sp["value"] == pytest.approx(aggregate_speedup(spec_agg, base_agg).estimate, rel=1e-9)
     assert sp["ci_low"] <= sp["value"] <= sp["ci_high"]
+
+
+# --- the paired aggregate speedup ---------------------------------------------------------------
+
+def paired_m(category: str, spec_rates: Sequence[float], plain_rates: Sequence[float]) -> CellMeasurement:
+    """A speculative cell measured in pairs: pair i ran the plain server at plain_rates[i] tok/s
+    and the speculative server at spec_rates[i]."""
+    spec, plain = by_rate(category, spec_rates, SPEC), by_rate(category, plain_rates)
+    pairs = [Pair(p, s, i % 2 == 0) for i, (s, p) in enumerate(zip(spec.samples, plain.samples))]
+    return CellMeasurement(spec.cell, spec.samples, pairs, pairing="interleaved")
+
+
+def test_category_pair_speedups_known_values() -> None:
+    # pair 0: sqrt(2 * 8) = 4; pair 1: sqrt(1 * 4) = 2; b's third pair is past a's two: not used.
+    assert category_pair_speedups({"a": [2.0, 1.0], "b": [8.0, 4.0, 100.0]}) == pytest.approx((4.0, 2.0))
+    with pytest.raises(ValueError, match="at least one pair"):
+        category_pair_speedups({"a": [2.0], "b": []})
+
+
+def test_paired_aggregate_speedup_agrees_with_the_cells() -> None:
+    # a: every pair 2x; b: every pair 1.5x, whatever each pair's absolute speed (drift cancels).
+    cells = [paired_m("a", [20.0, 40.0, 30.0], [10.0, 20.0, 15.0]), paired_m("b", [15.0, 9.0, 30.0], [10.0, 6.0, 20.0])]
+    iv = paired_aggregate_speedup(cells)
+    assert iv is not None and iv.estimate == pytest.approx(math.sqrt(3.0)) and iv.method == "constant"
+    # The ratio of the two means of categories reads another figure when the plain rounds come from
+    # other times: here the plain cells' own rounds ran 30% slower than the paired ones.
+    slow_plain = [by_rate("a", [7.0, 14.0, 10.5]), by_rate("b", [7.0, 4.2, 14.0])]
+    spec_agg = aggregate(cells)
+    assert aggregate_speedup(spec_agg, aggregate(slow_plain)).estimate > 2.4
+
+
+def test_paired_aggregate_speedup_interval() -> None:
+    cells = [paired_m("a", [22.0, 18.0], [10.0, 10.0]), paired_m("b", [10.0, 10.0], [10.0, 10.0])]
+    iv = paired_aggregate_speedup(cells)
+    # per pair: sqrt(2.2 * 1) and sqrt(1.8 * 1); t interval on their logs, 1 degree of freedom
+    logs = [math.log(math.sqrt(2.2)), math.log(math.sqrt(1.8))]
+    centre, half = sum(logs) / 2, 12.7062 * abs(logs[0] - logs[1]) / math.sqrt(2) / math.sqrt(2)
+    assert iv is not None and iv.method == "paired-t-log"
+    assert (iv.low, iv.estimate, iv.high) == pytest.approx((math.exp(centre - half), math.exp(centre),
+                                                            math.exp(centre + half)), rel=1e-4)
+
+
+def test_paired_aggregate_speedup_needs_pairs() -> None:
+    assert paired_aggregate_speedup([by_rate("a", [10.0], SPEC)]) is None
+    assert paired_aggregate_speedup([]) is None
+
+
+def test_aggregates_from_cells_paired_and_a_subset_of_categories() -> None:
+    cells = stored_cells({("baseline", 1, "a"): [10.0, 12.0], ("baseline", 1, "b"): [20.0, 22.0],
+                          ("ngram4", 1, "a"): [15.0, 18.0], ("ngram4", 1, "b"): [30.0, 33.0]})
+    for key, ratios in (("tiny-ngram4-c1-a", (2.0, 1.0)), ("tiny-ngram4-c1-b", (8.0, 4.0))):
+        c = cells[key]
+        cells[key] = CellBaseline(c.server, c.concurrency, c.category,
+                                  {**c.metrics, "speedup": MetricBaseline(1.0, 0.5, 2.0, ratios)},
+                                  "pairing: interleaved, 2 rounds, intervals at 0.975 confidence")
+    out = aggregates_from_cells(cells, TINY)
+    sp = out["tiny-ngram4-c1"]["metrics"]["speedup"]
+    assert sp["aggregation"] == PAIRED_GEOMEAN and sp["rounds"] == pytest.approx([4.0, 2.0])
+    assert sp["value"] == pytest.approx(math.sqrt(8.0))
+    only_a = aggregates_from_cells(cells, TINY, categories=["a"])
+    assert only_a["tiny-ngram4-c1"]["categories"] == ["a"]
+    assert only_a["tiny-ngram4-c1"]["metrics"]["speedup"]["value"] == pytest.approx(math.sqrt(2.0))
+    assert only_a["tiny-baseline-c1"]["metrics"]["output_throughput"]["rounds"] == [10.0, 12.0]
+    assert parse_aggregates(out, "tiny-cpu.json", TINY.id_prefix)["tiny-ngram4-c1"].metrics["speedup"].aggregation \
+        == PAIRED_GEOMEAN
