@@ -17,6 +17,7 @@ from typing import Any
 from specguard.report import plots as plotting
 from specguard.store.benchjson import BenchRun, CellResult, load_benchmark
 from specguard.report.markdown import num, table, tok, token
+from specguard.judge.aggregate import MEAN_OF_CATEGORIES, RATIO_OF_MEANS
 from specguard.report.roofline import bandwidth_for, model_folder, parse_bandwidth, roofline_tok_s, weight_bytes
 
 # Categories users contrast: drafts pay on structured text, less on open-ended prose.
@@ -24,9 +25,6 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("coding/math/stem", ("coding", "math", "stem")),
     ("writing/roleplay", ("writing", "roleplay")),
 )
-# Same labels as specguard.judge.aggregate.
-MEAN_OF_CATEGORIES = "mean of category throughputs"
-RATIO_OF_MEANS = "ratio of means of category throughputs"
 Key = tuple[str, str, str, int]   # device, model, server, concurrency
 
 
