@@ -5,6 +5,7 @@ Loaded by the top-level ``conftest.py``. Typical runs::
     pytest -m cpu --benchmark-json out.json                 # the embedded tiny CPU matrix
     pytest -m gpu --matrix fixtures/matrices/gemma4-h100.toml --benchmark-json out.json
     pytest -m lossless                                      # greedy equivalence only
+    pytest -m gpu --shard 2/8 --results-dir s2 --benchmark-json s2/benchmark.json   # one CI runner's part
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from specguard.plugin.distributed import make_scheduler, worker_slot, write_merged
+from specguard.plugin import shard as sharding
+from specguard.plugin.distributed import make_scheduler, param_id, worker_slot, write_merged
 from specguard.config.errors import SpecguardError
 from specguard.judge.gate import GateCase, group_server
 from specguard.lossless.compare import lossless_cases, lossless_pairs
@@ -30,6 +32,7 @@ from specguard.plugin.session import Options, SpecguardSession, cuda_vllm_availa
 
 SESSION_KEY = pytest.StashKey[SpecguardSession]()
 ERROR_KEY = pytest.StashKey[str]()
+SHARD_KEY = pytest.StashKey[sharding.Shard]()
 # Within one server's cells: throughput (measures) before speedup and acceptance (judge), lossless last.
 # A two-server generated-prompt test comes first in its speculative server's group, while the plain
 # server (the group before) is still live.
@@ -65,6 +68,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "matrix's (lossless tests keep all of them). Default: all of them.")
     group.addoption("--rounds", metavar="N", type=_positive_int, default=None,
                     help="Rounds per cell, overriding the matrix. Default: the matrix's `rounds`.")
+    group.addoption("--shard", metavar="K/N", type=_shard_spec, default=None,
+                    help="Run shard K of N (one CI runner's part): families x category groups, balanced by "
+                         "the results folder's recorded durations (else cells x max_tokens); see "
+                         "specguard/plugin/shard.py. Default: the whole selection.")
 
 
 def _category_list(text: str) -> list[str]:
@@ -94,6 +101,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _shard_spec(text: str) -> tuple[int, int]:
+    try:
+        return sharding.parse_shard(text)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--shard: {exc}") from None
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "xdist_group(name): keep tests of one server family on one worker")
     config.addinivalue_line("markers", "specguard_cells(kind): parametrize `cell` with 'all' or 'speculative' cells")
@@ -119,8 +133,18 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(_XdistHooks(), "specguard-xdist")
     try:
         config.stash[SESSION_KEY] = SpecguardSession.create(options)
+        if config.getoption("shard") is not None:
+            # Planned before any test runs, from the records there are now (every xdist worker too).
+            config.stash[SHARD_KEY] = _shard(config.stash[SESSION_KEY], *config.getoption("shard"))
     except SpecguardError as exc:
         raise pytest.UsageError(f"specguard: {exc}") from None
+
+
+def _shard(s: SpecguardSession, index: int, count: int) -> sharding.Shard:
+    plan = sharding.plan(s.matrix, s.cells(), sharding.recorded_durations(read_records(s.results_path)), count)
+    category = {c.id: c.category for c in s.cells()}
+    units = {pid: plan.unit_for(group, category.get(pid)).id for pid, group in _server_groups(s).items()}
+    return sharding.Shard(index, plan, units)
 
 
 def _run_id(config: pytest.Config) -> str:
@@ -268,10 +292,19 @@ def _order_key(s: SpecguardSession, item: pytest.Item) -> tuple[Any, ...]:
     return (where, _KIND_ORDER.get(kind, 9), getattr(value, "concurrency", 0), getattr(value, "category", ""))
 
 
+@pytest.hookimpl(trylast=True)   # after -m/-k: a shard takes its part of what they selected
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group every test of one server config together, in start order, so each starts once."""
+    """Group every test of one server config together, in start order, so each starts once; with
+    --shard, deselect the tests of the other shards' units."""
     s = session_of(config)
     items.sort(key=lambda item: _order_key(s, item))   # stable: collection order breaks ties
+    shard = config.stash.get(SHARD_KEY, None)
+    if shard is not None:
+        drop = [item for item in items if not shard.keeps(param_id(item.nodeid))]
+        shard.offered, shard.deselected = len(items), len(drop)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = [item for item in items if shard.keeps(param_id(item.nodeid))]
 
     reason = _skip_reason(s)
     if reason:
@@ -290,8 +323,20 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                 if hasattr(item, "callspec") and isinstance(item.callspec.params.get("cell"), Cell)}
     needed = {s.baseline_cell(c) for c in selected} - {None} - selected
     s.needed_plain = sorted(needed, key=lambda c: (c.concurrency, c.category))
+    shard = session.config.stash.get(SHARD_KEY, None)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if shard is not None and reporter is not None and not hasattr(session.config, "workerinput"):
+        reporter.write_line(f"specguard: {shard.plan.describe(shard.index)}")
     if selected and not hasattr(session.config, "workerinput"):
         _announce(session.config, s, selected)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """With --shard, a record of what this shard runs, for ``python -m specguard merge``."""
+    s, shard = session.config.stash.get(SESSION_KEY, None), session.config.stash.get(SHARD_KEY, None)
+    if s is None or shard is None or hasattr(session.config, "workerinput") or session.config.option.collectonly:
+        return
+    s.record("shard", shard.start_record(s.matrix, s.environment, s.options.update_baselines))
 
 
 def _announce(config: pytest.Config, s: SpecguardSession, selected: set[Cell]) -> None:
@@ -371,6 +416,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if s.progress is not None:
         s.progress.close()
     s.pool.stop()
+    shard = session.config.stash.get(SHARD_KEY, None)
+    if shard is not None and not hasattr(session.config, "workerinput"):
+        # pytest exits 5 when nothing is selected; a shard left without tests by the split is not an error.
+        why = shard.why_empty() if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED else None
+        if why is not None:
+            session.exitstatus = pytest.ExitCode.OK
+            reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line(f"specguard: {why}; exit status 0")
+        if not session.config.option.collectonly:
+            s.record("shard_end", shard.end_record(session.exitstatus, session.testsfailed, why))
     if s.options.update_baselines and not hasattr(session.config, "workerinput"):
         path = s.update_baselines()
         if path is not None:
