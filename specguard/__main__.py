@@ -5,6 +5,7 @@
     python -m specguard upgrade .venv-old/bin/python .venv-new/bin/python --matrix M.toml --categories coding
     python -m specguard model smollm2-135m-instruct
     python -m specguard model smollm2-135m-as-10b
+    python -m specguard merge shard-1 shard-2 shard-3 --out merged
 
 A command is a module function ``add_parser(subparsers)`` that sets ``func(args) -> exit code``;
 add one to ``build_parser``.
@@ -19,6 +20,7 @@ from typing import Any
 from specguard.upgrade import ab
 from specguard.report import build as report
 from specguard.upgrade import check as upgrade
+from specguard.store import merge
 from specguard.config.errors import SpecguardError
 
 
@@ -45,6 +47,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, Any]:
     report.add_parser(sub)
     ab.add_parser(sub)
     upgrade.add_parser(sub)
+    merge.add_parser(sub)
     _add_model(sub)
     return parser, sub
 
