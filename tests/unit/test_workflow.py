@@ -1,8 +1,14 @@
-"""ci/nightly.yml: the nightly GPU workflow's structure (PyYAML), and actionlint when it is installed."""
+"""ci/nightly.yml: the nightly GPU workflow's structure (PyYAML), and actionlint when it is installed.
+
+Three jobs: `nightly` (one GPU runner, the default), and the sharded variant, `shard` (a job matrix
+of N GPU runners, each `pytest --shard K/N`) and `merge` (one verdict from their results), chosen by
+the repository variable SPECGUARD_SHARDED."""
 
 from __future__ import annotations
 
+import fnmatch
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,8 +30,7 @@ def wf() -> dict[Any, Any]:
 
 @pytest.fixture(scope="module")
 def steps(wf: dict[Any, Any]) -> list[dict[str, Any]]:
-    (job,) = wf["jobs"].values()
-    return list(job["steps"])
+    return list(wf["jobs"]["nightly"]["steps"])
 
 
 def triggers(wf: dict[Any, Any]) -> dict[str, Any]:
@@ -64,7 +69,7 @@ def test_triggers(wf: dict[Any, Any]) -> None:
 
 
 def test_job_runs_on_the_gpu_runner(wf: dict[Any, Any]) -> None:
-    (job,) = wf["jobs"].values()
+    job = wf["jobs"]["nightly"]
     assert job["runs-on"] == ["self-hosted", "gpu"]
     # Scheduled runs have no inputs: the matrix falls back to the same default as a manual run.
     assert job["env"]["MATRIX"] == "${{ inputs.matrix || 'fixtures/matrices/tiny-gpu.toml' }}"
@@ -133,3 +138,90 @@ def test_actionlint(tmp_path: Path) -> None:
     done = subprocess.run([exe, "-no-color", "-config-file", str(config), str(WORKFLOW)], capture_output=True,
                           text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- the sharded variant -------------------------------------------------------------------------------
+
+SHARDED = "vars.SPECGUARD_SHARDED == 'true'"
+
+
+def _one_line(run: str) -> str:
+    return " ".join(run.replace("\\\n", " ").split())
+
+
+def test_one_variant_runs(wf: dict[Any, Any]) -> None:
+    jobs = wf["jobs"]
+    assert set(jobs) == {"nightly", "shard", "merge"}
+    assert jobs["nightly"]["if"] == "vars.SPECGUARD_SHARDED != 'true'"
+    assert jobs["shard"]["if"] == SHARDED and SHARDED in jobs["merge"]["if"]
+
+
+def test_shard_job_is_a_matrix_of_gpu_runners(wf: dict[Any, Any]) -> None:
+    job = wf["jobs"]["shard"]
+    assert job["runs-on"] == ["self-hosted", "gpu"]
+    assert job["strategy"]["fail-fast"] is False
+    shards = job["strategy"]["matrix"]["shard"]
+    assert shards == list(range(1, len(shards) + 1)) and len(shards) > 1
+    _, test = step_running(job["steps"], "-m pytest")
+    run = _one_line(test["run"])
+    assert '-m "gpu or lossless"' in run and '--matrix "$MATRIX"' in run
+    # K from the job matrix, N its length: together they cover every shard once.
+    assert "--shard ${{ matrix.shard }}/" + f"{len(shards)} " in run
+    assert "--benchmark-json results/benchmark.json" in run and "--results-dir results" in run
+    assert "|| true" not in run and "continue-on-error" not in test and "if" not in test
+    assert job["env"]["VLLM_VERSION"] == "${{ inputs.vllm_version }}"
+    assert job["env"]["MATRIX"].startswith("${{ inputs.matrix || ")
+
+
+def test_each_shard_uploads_its_folder_under_its_own_name(wf: dict[Any, Any]) -> None:
+    steps = wf["jobs"]["shard"]["steps"]
+    i, _ = step_running(steps, "-m pytest")
+    upload = step_using(steps, "actions/upload-artifact")
+    assert steps.index(upload) > i and upload["if"] == "always()"
+    assert upload["with"]["path"].rstrip("/") == "results"
+    assert "${{ matrix.shard }}" in upload["with"]["name"]   # artifact names are unique within a run
+
+
+def test_merge_job_downloads_every_shard_and_merges(wf: dict[Any, Any]) -> None:
+    job = wf["jobs"]["merge"]
+    assert job["needs"] in ("shard", ["shard"])
+    assert job["if"].startswith("always()")   # after failed shards too
+    steps = job["steps"]
+    download = step_using(steps, "actions/download-artifact")
+    shards = wf["jobs"]["shard"]["strategy"]["matrix"]["shard"]
+    name = step_using(wf["jobs"]["shard"]["steps"], "actions/upload-artifact")["with"]["name"]
+    pattern = download["with"]["pattern"]
+    assert all(fnmatch.fnmatch(name.replace("${{ matrix.shard }}", str(k)), pattern) for k in shards)
+    assert not fnmatch.fnmatch("specguard-results-${{ github.run_id }}-${{ github.run_attempt }}", pattern)
+    j, merge = step_running(steps, "-m specguard merge")
+    assert j > steps.index(download)
+    run = _one_line(merge["run"])
+    assert re.search(r'-m specguard merge "\$\{dirs\[@\]\}" --out merged', run), run
+    assert download["with"]["path"] + "/*/" in run
+    # The merge's exit status (1 on a REGRESSED cell, a failed or missing shard) is the job's; the
+    # command appends the report to $GITHUB_STEP_SUMMARY itself (tests/unit/test_merge.py).
+    assert "|| true" not in run and "continue-on-error" not in merge and "if" not in merge
+    upload = step_using(steps, "actions/upload-artifact")
+    assert steps.index(upload) > j and upload["if"] == "always()" and upload["with"]["path"].rstrip("/") == "merged"
+
+
+def test_the_shards_restore_what_the_merge_saves(wf: dict[Any, Any]) -> None:
+    restore = step_using(wf["jobs"]["shard"]["steps"], "actions/cache/restore")
+    save = step_using(wf["jobs"]["merge"]["steps"], "actions/cache/save")
+    assert restore["with"]["path"] == save["with"]["path"] == "results/cells.jsonl"   # the cache keys on the path
+    prefix = restore["with"]["restore-keys"].strip()
+    assert save["with"]["key"].startswith(prefix) and restore["with"]["key"] == save["with"]["key"]
+    steps = wf["jobs"]["shard"]["steps"]
+    assert steps.index(restore) < step_running(steps, "-m pytest")[0]
+
+
+def test_no_secrets_or_environment_in_the_sharded_jobs_logs(wf: dict[Any, Any]) -> None:
+    for name in ("shard", "merge"):
+        for s in wf["jobs"][name]["steps"]:
+            run = s.get("run", "")
+            for bad in ("printenv", "env |", "set -x", "export -p", "declare -p", "${{ secrets.", "${{ inputs.",
+                        "${{ github.event"):
+                assert bad not in run, f"{name}: step {s.get('name')!r} runs {bad!r}"
+            for key, value in (s.get("env") or {}).items():
+                if "secrets." in str(value):
+                    assert key == "HF_TOKEN" and name == "shard"
