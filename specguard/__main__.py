@@ -6,6 +6,7 @@
     python -m specguard model smollm2-135m-instruct
     python -m specguard model smollm2-135m-as-10b
     python -m specguard merge shard-1 shard-2 shard-3 --out merged
+    python -m specguard schema --out docs/matrix.schema.json
 
 A command is a module function ``add_parser(subparsers)`` that sets ``func(args) -> exit code``;
 add one to ``build_parser``.
@@ -14,7 +15,9 @@ add one to ``build_parser``.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from specguard.upgrade import ab
@@ -39,6 +42,24 @@ def _run_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_schema(sub: Any) -> None:
+    p = sub.add_parser("schema", help="Print the JSON Schema of a matrix file (docs/matrix.schema.json).")
+    p.add_argument("--out", metavar="FILE", type=Path, help="write it to FILE instead of printing it")
+    p.set_defaults(func=_run_schema)
+
+
+def _run_schema(args: argparse.Namespace) -> int:
+    from specguard.config.matrix import matrix_json_schema
+    from specguard.files import write_text_atomic
+
+    text = json.dumps(matrix_json_schema(), indent=2) + "\n"
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        write_text_atomic(args.out, text)
+    return 0
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, Any]:
     """The parser and its subparsers object, so that callers can add commands."""
     parser = argparse.ArgumentParser(prog="python -m specguard", description=__doc__,
@@ -49,6 +70,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, Any]:
     upgrade.add_parser(sub)
     merge.add_parser(sub)
     _add_model(sub)
+    _add_schema(sub)
     return parser, sub
 
 

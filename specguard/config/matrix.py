@@ -26,37 +26,20 @@ mutates shared state: each server gets its own argument list.
 from __future__ import annotations
 
 import json
-import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
-from specguard.config.errors import InputError
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, JsonValue, Tag,
+                      TypeAdapter, ValidationError, WrapValidator, field_validator, model_validator)
+from pydantic_core import PydanticCustomError
+
+from specguard.config.errors import InputError, from_validation
 from specguard.config.tolerance import Tolerance
 
 SUPPORTED_VERSIONS = (1,)
 MARKERS = ("cpu", "gpu")
-
-_SERVER_KEYS = {
-    "name", "model", "dtype", "max_model_len", "args", "env", "speculative_config",
-    "baseline", "trust_remote_code", "enable_prefix_caching", "startup_timeout_s",
-    "tensor_parallel_size", "perf", "lossless", "min_acceptance_length", "min_speedup",
-}
-_WORKLOAD_KEYS = {
-    "prompts", "categories", "concurrency", "max_tokens", "num_prompts",
-    "warmup_requests", "rounds", "max_rounds", "request_timeout_s", "ignore_eos",
-    "pairing", "confidence", "warmup_rel", "warmup_max_rounds", "requests_per_concurrency",
-}
-_PAIRINGS = ("interleaved", "sequential")
-_GATE_KEYS = {"rerun", "acceptance_drop", "slowdown"}
-_LOSSLESS_KEYS = {"prompts", "num_prompts", "max_tokens", "top_logprobs", "near_tie_margin",
-                  "min_exact_match", "seed", "hypothesis_examples"}
-_TOP_KEYS = {"version", "name", "id_prefix", "marker", "description", "defaults", "servers",
-             "workload", "tolerances", "lossless", "reference_profile", "gate_checks"}
-_TOLERANCE_METRICS = ("output_throughput", "speedup", "acceptance_length", "acceptance_rate",
-                      "per_position_acceptance")
-_LOSSLESS_MODES = ("strict", "diagnostic", "off")
 
 
 @dataclass(frozen=True)
@@ -210,6 +193,258 @@ class Matrix:
         ]
 
 
+# --- the schema: one pydantic model per TOML table -------------------------------------------
+
+_TYPE_WORDS = {   # pydantic's messages in the suite's words (a validator's own message wins)
+    "missing": "missing", "string_type": "expected a string", "int_type": "expected an integer",
+    "float_type": "expected a number", "bool_type": "expected true or false", "dict_type": "expected a table",
+    "model_type": "expected a table", "list_type": "expected a list", "literal_error": "expected {expected}",
+    "finite_number": "expected a finite number", "invalid-json-value": "expected a JSON value",
+}
+_NOT_KEYS = ("[key]", "<number>", "<table>")   # parts of a pydantic location that name no key
+_JSON_TABLE = TypeAdapter(dict[str, JsonValue])
+
+
+def _error(loc: tuple[int | str, ...], message: str, value: Any, kind: str = "invalid") -> ValidationError:
+    return ValidationError.from_exception_data(
+        "matrix", [{"type": PydanticCustomError(kind, message), "loc": loc, "input": value}])
+
+
+def _say(message: str, *, types: bool = False) -> WrapValidator:
+    """The value's own errors (not its items') as ``message``, type errors too if ``types``."""
+    def wrap(value: Any, handler: Any) -> Any:
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            if err["loc"] or (not types and err["type"] in _TYPE_WORDS):
+                raise
+            raise PydanticCustomError("invalid", message) from None
+    return WrapValidator(wrap)
+
+
+def _not_suite_flag(arg: str) -> str:
+    for flag in ("--host", "--port", "--speculative-config", "--model", "--api-key"):
+        if arg == flag or arg.startswith(flag + "="):
+            raise PydanticCustomError("suite_flag", f"{flag} is set by the suite; remove it from args")
+    return arg
+
+
+PositiveInt = Annotated[int, Field(gt=0), _say("expected a positive number")]
+PositiveFloat = Annotated[float, Field(gt=0), _say("expected a positive number")]
+NonNegativeInt = Annotated[int, Field(ge=0), _say("expected >= 0")]
+# min_speedup: 1.1 | { c1 = 1.1 } | { c1 = { coding = 1.2, rag = 1.3 } }, a number or a table by its type
+_BY_TYPE = Discriminator(lambda v: "<table>" if isinstance(v, dict) else "<number>")
+_Speedup = Annotated[float, Field(gt=0), _say("expected a speedup > 0 such as 1.1", types=True),
+                     Tag("<number>")]
+_Categories = Annotated[dict[str, _Speedup], Field(min_length=1),
+                        _say("expected a number or a table of category = number"), Tag("<table>")]
+_Concurrency = Annotated[str, Field(pattern=r"^c[0-9]*[1-9][0-9]*$"),
+                         _say("expected a concurrency key such as c1 or c16")]
+MinSpeedup = Annotated[_Speedup | Annotated[dict[_Concurrency, Annotated[_Speedup | _Categories, _BY_TYPE]],
+                                            Tag("<table>")], _BY_TYPE]
+
+
+class _Table(BaseModel):
+    """A TOML table: strict types (no string for a number, no true for an integer), no unknown keys."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+    _unknown: ClassVar[str] = "unknown key (allowed: {allowed})"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        for key in data if isinstance(data, dict) else ():
+            if key not in cls.model_fields:
+                allowed = ", ".join(sorted(cls.model_fields))
+                raise _error((key,), cls._unknown.format(allowed=allowed), data[key], "unknown_key")
+        return data
+
+
+class SpeculativeConfig(BaseModel):
+    """vLLM's ``--speculative-config``: keys other than these two are passed on as they are."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    method: str
+    num_speculative_tokens: Annotated[int, Field(gt=0),
+                                      _say("expected a positive integer", types=True)] | None = None
+
+    @model_validator(mode="after")
+    def _json_values(self) -> SpeculativeConfig:
+        _JSON_TABLE.validate_python(self.model_extra)   # they reach vLLM as JSON
+        return self
+
+
+class DefaultsTable(_Table):
+    """``[defaults]``: merged into every ``[[servers]]`` entry (any server key but ``name``)."""
+
+    model: str | None = None
+    dtype: str = "auto"
+    max_model_len: PositiveInt | None = None
+    args: list[Annotated[str, AfterValidator(_not_suite_flag)]] = []
+    env: dict[str, str] = {}
+    speculative_config: SpeculativeConfig | None = None   # none: plain decoding
+    baseline: str | None = None   # the plain server its speedup is measured against
+    trust_remote_code: bool = False
+    enable_prefix_caching: bool = False
+    startup_timeout_s: PositiveFloat = 900.0
+    tensor_parallel_size: PositiveInt = 1
+    perf: bool = True
+    lossless: Literal["strict", "diagnostic", "off"] = "strict"
+    min_acceptance_length: Annotated[float, Field(ge=1), _say(
+        "expected a positive number >= 1 (a mean acceptance length)")] | None = None
+    min_speedup: MinSpeedup | None = None
+
+
+class ServerTable(DefaultsTable):
+    """One ``[[servers]]`` entry; ``model`` is needed here or in ``[defaults]``."""
+
+    model_config = ConfigDict(json_schema_extra=lambda schema: schema["required"].remove("model"))
+    name: Annotated[str, Field(pattern=r"^[\w.-]+$"), _say("use letters, digits, '-', '_' or '.'")]
+    model: str
+
+
+class WorkloadTable(_Table):
+    prompts: str
+    categories: Annotated[list[str], Field(min_length=1),
+                          _say("expected a non-empty list of strings", types=True)] | None = None
+    concurrency: Annotated[list[Annotated[int, Field(gt=0), _say("expected a positive integer", types=True)]],
+                           Field(min_length=1),
+                           _say("expected a non-empty list of positive integers", types=True)] = [1]
+    max_tokens: PositiveInt = 64
+    num_prompts: PositiveInt = 4
+    warmup_requests: NonNegativeInt = 1
+    rounds: PositiveInt = 3
+    max_rounds: PositiveInt = 6
+    request_timeout_s: PositiveFloat = 600.0
+    ignore_eos: bool = True
+    pairing: Literal["interleaved", "sequential"] = "interleaved"
+    confidence: Annotated[float, Field(ge=0.5, lt=1),
+                          _say("expected a fraction in [0.5, 1) such as 0.95")] = 0.95
+    warmup_rel: Annotated[float, Field(gt=0, lt=1), _say("expected a fraction in (0, 1) such as 0.05")] = 0.05
+    warmup_max_rounds: PositiveInt = 5
+    requests_per_concurrency: PositiveInt = 4
+
+    @model_validator(mode="after")
+    def _max_rounds(self) -> WorkloadTable:
+        if self.max_rounds < self.rounds:
+            raise _error(("max_rounds",), f"must be >= rounds ({self.rounds}), got {self.max_rounds}",
+                         self.max_rounds)
+        return self
+
+
+class LosslessTable(_Table):
+    prompts: str | None = None   # default: the workload's prompts
+    num_prompts: PositiveInt = 12
+    max_tokens: PositiveInt = 48
+    top_logprobs: Annotated[int, Field(ge=2, le=20), _say("expected 2..20")] = 5
+    near_tie_margin: Annotated[float, Field(ge=0), _say("expected a finite number >= 0")] = 0.05
+    min_exact_match: Annotated[float, Field(ge=0, le=1), _say("expected a fraction in [0, 1]")] = 0.9
+    seed: int = 0
+    hypothesis_examples: NonNegativeInt = 0
+
+
+class ToleranceTable(_Table):
+    """``{ rel = 0.05, direction = "higher" }``, or the bare number ``rel``."""
+
+    rel: Annotated[float, Field(ge=0, lt=1), _say("expected a fraction in [0, 1) such as 0.05", types=True)]
+    direction: Literal["higher", "lower"] = "higher"
+
+
+def _bare_rels(schema: dict[str, Any]) -> None:
+    """In the JSON Schema too, a metric's tolerance may be the bare number ``rel``."""
+    for metric, table in schema["properties"].items():
+        schema["properties"][metric] = {"anyOf": [{"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+                                                  table]}
+
+
+class TolerancesTable(_Table):
+    """How far each metric may move from its baseline."""
+
+    model_config = ConfigDict(json_schema_extra=_bare_rels)
+    _unknown: ClassVar[str] = "unknown metric (known: {allowed})"
+    output_throughput: ToleranceTable | None = None
+    speedup: ToleranceTable | None = None
+    acceptance_length: ToleranceTable | None = None
+    acceptance_rate: ToleranceTable | None = None
+    per_position_acceptance: ToleranceTable | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _bare_rel(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float, dict)):
+            raise PydanticCustomError("invalid", "expected a number or a table")
+        return value if isinstance(value, dict) else {"rel": value}
+
+
+_Pair = Annotated[list[str], Field(min_length=2, max_length=2),
+                  _say("expected [candidate, reference]", types=True)]
+
+
+class GateChecksTable(_Table):
+    """Real checks of the gate itself (tests/test_gate.py), by server name."""
+
+    rerun: str | None = None
+    acceptance_drop: _Pair | None = None
+    slowdown: _Pair | None = None
+
+
+class MatrixFile(_Table):
+    """A specguard matrix: which vLLM servers to start and which workloads to send them."""
+
+    model_config = ConfigDict(title="specguard matrix")
+    version: Annotated[int, Field(ge=min(SUPPORTED_VERSIONS), le=max(SUPPORTED_VERSIONS)),
+                       _say(f"unsupported version (supported: {', '.join(map(str, SUPPORTED_VERSIONS))})")]
+    name: str
+    id_prefix: str | None = None   # default: name
+    marker: Literal["cpu", "gpu"]
+    description: str = ""
+    defaults: DefaultsTable = DefaultsTable()
+    servers: Annotated[list[ServerTable], Field(min_length=1), _say("at least one server is needed")]
+    workload: WorkloadTable
+    tolerances: TolerancesTable = TolerancesTable()
+    lossless: LosslessTable = LosslessTable()
+    reference_profile: Annotated[str, Field(pattern=r"^[^./][^/]*$"),
+                                 _say("expected a profile name such as 'cpu-amd-epyc-2c'")] | None = None
+    gate_checks: GateChecksTable = GateChecksTable()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_defaults(cls, data: Any) -> Any:
+        """Each server entry gets the ``[defaults]`` it does not set (in new dicts, not in the input)."""
+        defaults = data.get("defaults", {}) if isinstance(data, dict) else None
+        if isinstance(defaults, dict) and isinstance(data.get("servers"), list):
+            servers = [{**defaults, **s} if isinstance(s, dict) else s for s in data["servers"]]
+            data = {**data, "servers": servers}
+        return data
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> MatrixFile:
+        names = [s.name for s in self.servers]
+        for i, n in enumerate(names):
+            if names.index(n) != i:
+                raise _error(("servers", i, "name"), "duplicate server name", n)
+        known = f"expected a server name of this matrix ({', '.join(names)})"
+        for key, value in self.gate_checks:
+            for j, v in list(enumerate(value)) if isinstance(value, list) else [(None, value)]:
+                if v is not None and v not in names:
+                    raise _error(("gate_checks", key) + (() if j is None else (j,)), known, v)
+            if isinstance(value, list) and value[0] == value[1]:
+                raise _error(("gate_checks", key), "candidate and reference must differ", value)
+        for i, s in enumerate(self.servers):
+            if s.baseline is not None and s.baseline not in names:
+                raise _error(("servers", i, "baseline"), known, s.baseline)
+            if s.baseline is not None and self.servers[names.index(s.baseline)].speculative_config:
+                raise _error(("servers", i, "baseline"), "expected a plain server, not a speculative one",
+                             s.baseline)
+        return self
+
+
+def matrix_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a matrix file (``python -m specguard schema``, docs/matrix.schema.json)."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **MatrixFile.model_json_schema()}
+
+
 # --- parsing ---------------------------------------------------------------------------------
 
 def load_matrix(path: str | Path) -> Matrix:
@@ -227,277 +462,35 @@ def load_matrix(path: str | Path) -> Matrix:
 
 
 def parse_matrix(raw: dict[str, Any], path: Path) -> Matrix:
-    p = str(path)
-    _no_unknown(raw, _TOP_KEYS, p, "")
-    version = _get(raw, "version", int, p, "version")
-    if version not in SUPPORTED_VERSIONS:
-        raise InputError(p, "version", f"unsupported version {version!r} (supported: {SUPPORTED_VERSIONS})")
-    name = _get(raw, "name", str, p, "name")
-    id_prefix = _get(raw, "id_prefix", str, p, "id_prefix", default=name)
-    marker = _get(raw, "marker", str, p, "marker")
-    if marker not in MARKERS:
-        raise InputError(p, "marker", f"expected one of {MARKERS}, got {marker!r}")
-    description = _get(raw, "description", str, p, "description", default="")
-
-    defaults = _get(raw, "defaults", dict, p, "defaults", default={})
-    _no_unknown(defaults, _SERVER_KEYS - {"name"}, p, "defaults")
-    servers_raw = _get(raw, "servers", list, p, "servers")
-    if not servers_raw:
-        raise InputError(p, "servers", "at least one server is needed")
-    servers = tuple(_parse_server(defaults, s, p, f"servers[{i}]") for i, s in enumerate(servers_raw))
-    names = [s.name for s in servers]
-    for i, n in enumerate(names):
-        if names.index(n) != i:
-            raise InputError(p, f"servers[{i}].name", f"duplicate server name {n!r}")
-
-    workload = _parse_workload(_get(raw, "workload", dict, p, "workload"), p)
-    tolerances_raw = _get(raw, "tolerances", dict, p, "tolerances", default={})
-    tolerances = {}
-    for metric, tol in tolerances_raw.items():
-        if metric not in _TOLERANCE_METRICS:
-            raise InputError(p, f"tolerances.{metric}", f"unknown metric (known: {', '.join(_TOLERANCE_METRICS)})")
-        tolerances[metric] = Tolerance.parse(tol, path=p, field=f"tolerances.{metric}")
-    lossless = _parse_lossless(_get(raw, "lossless", dict, p, "lossless", default={}), p)
-
-    reference = _get(raw, "reference_profile", str, p, "reference_profile", default=None)
-    if reference is not None and (not reference or "/" in reference or reference.startswith(".")):
-        raise InputError(p, "reference_profile", f"expected a profile name such as 'cpu-amd-epyc-2c', got {reference!r}")
-    gate = _parse_gate(_get(raw, "gate_checks", dict, p, "gate_checks", default={}), p, names)
-    matrix = Matrix(path=path, name=name, id_prefix=id_prefix, marker=marker, servers=servers,
-                    workload=workload, tolerances=tolerances, lossless=lossless, description=description,
-                    reference_profile=reference, gate_checks=gate)
-    for i, server in enumerate(servers):
-        if server.baseline is not None:
-            if server.baseline not in names:
-                raise InputError(p, f"servers[{i}].baseline", f"no server named {server.baseline!r}")
-            if matrix.server(server.baseline).is_speculative:
-                raise InputError(p, f"servers[{i}].baseline", f"{server.baseline!r} is itself speculative")
-    return matrix
+    """Validate parsed TOML; the first problem raises InputError naming the file and the field."""
+    try:
+        m = MatrixFile.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        words = _TYPE_WORDS.get(err["type"])
+        loc = tuple(p for p in err["loc"] if p not in _NOT_KEYS)
+        message = err["msg"] if words is None else words.format(**err.get("ctx", {}))
+        raise from_validation(path, _error(loc, message, err["input"], err["type"])) from None
+    return Matrix(
+        path=path, name=m.name, id_prefix=m.name if m.id_prefix is None else m.id_prefix, marker=m.marker,
+        servers=tuple(_server_config(s) for s in m.servers), workload=Workload(**_fields(m.workload)),
+        tolerances={k: Tolerance(t.rel, t.direction)   # in the file's order
+                    for k in raw.get("tolerances", {}) if (t := getattr(m.tolerances, k)) is not None},
+        lossless=LosslessSettings(**_fields(m.lossless)), description=m.description,
+        reference_profile=m.reference_profile, gate_checks=GateChecks(**_fields(m.gate_checks)))
 
 
-def _parse_server(defaults: dict[str, Any], raw: Any, p: str, where: str) -> ServerConfig:
-    if not isinstance(raw, dict):
-        raise InputError(p, where, f"expected a table, got {raw!r}")
-    _no_unknown(raw, _SERVER_KEYS, p, where)
-    merged = {**defaults, **raw}
-
-    def get(key: str, typ: type | tuple[type, ...], default: Any = _MISSING) -> Any:
-        return _get(merged, key, typ, p, f"{where}.{key}", default=default)
-
-    name = get("name", str)
-    if not name or not all(ch.isalnum() or ch in "-_." for ch in name):
-        raise InputError(p, f"{where}.name", f"use letters, digits, '-', '_' or '.', got {name!r}")
-    args = get("args", list, [])
-    if not all(isinstance(a, str) for a in args):
-        raise InputError(p, f"{where}.args", "expected a list of strings")
-    for flag in ("--host", "--port", "--speculative-config", "--model", "--api-key"):
-        if any(a == flag or a.startswith(flag + "=") for a in args):
-            raise InputError(p, f"{where}.args", f"{flag} is set by the suite; remove it from args")
-    env = get("env", dict, {})
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
-        raise InputError(p, f"{where}.env", "expected a table of strings")
-    spec = get("speculative_config", dict, None)
-    if spec is not None:
-        if not isinstance(spec.get("method"), str):
-            raise InputError(p, f"{where}.speculative_config.method", "missing or not a string")
-        k = spec.get("num_speculative_tokens")
-        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-            raise InputError(p, f"{where}.speculative_config.num_speculative_tokens",
-                             f"expected a positive integer, got {k!r}")
-    max_model_len = get("max_model_len", int, None)
-    _positive(max_model_len, p, f"{where}.max_model_len")
-    tp = get("tensor_parallel_size", int, 1)
-    _positive(tp, p, f"{where}.tensor_parallel_size")
-    timeout = get("startup_timeout_s", (int, float), 900.0)
-    _positive(timeout, p, f"{where}.startup_timeout_s")
-    floor = get("min_acceptance_length", (int, float), None)
-    if floor is not None and floor < 1:
-        raise InputError(p, f"{where}.min_acceptance_length",
-                         f"expected a positive number >= 1 (a mean acceptance length), got {floor!r}")
-    lossless = get("lossless", str, "strict")
-    if lossless not in _LOSSLESS_MODES:
-        raise InputError(p, f"{where}.lossless", f"expected one of {_LOSSLESS_MODES}, got {lossless!r}")
-    return ServerConfig(
-        name=name,
-        model=get("model", str),
-        dtype=get("dtype", str, "auto"),
-        max_model_len=max_model_len,
-        args=tuple(args),
-        env=tuple(sorted(env.items())),
-        speculative_config=None if spec is None else json.dumps(spec, sort_keys=True),
-        baseline=get("baseline", str, None),
-        trust_remote_code=get("trust_remote_code", bool, False),
-        enable_prefix_caching=get("enable_prefix_caching", bool, False),
-        startup_timeout_s=float(timeout),
-        tensor_parallel_size=tp,
-        perf=get("perf", bool, True),
-        lossless=lossless,
-        min_acceptance_length=_opt_float(floor),
-        min_speedup=_parse_min_speedup(get("min_speedup", (int, float, dict), None), p, f"{where}.min_speedup"),
-    )
+def _fields(table: BaseModel) -> dict[str, Any]:
+    """A table's values for its frozen dataclass: lists as tuples."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in table}
 
 
-def _parse_min_speedup(raw: Any, p: str, where: str) -> tuple[tuple[tuple[int, str], float], ...]:
-    """``1.1`` | ``{ c1 = 1.1 }`` | ``{ c1 = { coding = 1.2, rag = 1.3 } }`` (values > 0)."""
-    if raw is None:
-        return ()
-
-    def value(v: Any, at: str) -> float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise InputError(p, at, f"expected a speedup > 0 such as 1.1, got {v!r}")
-        return float(v)
-
-    if not isinstance(raw, dict):
-        return (((0, ""), value(raw, where)),)
-    out: list[tuple[tuple[int, str], float]] = []
-    for key, v in raw.items():
-        at = f"{where}.{key}"
-        if not (key.startswith("c") and key[1:].isdigit() and int(key[1:]) > 0):
-            raise InputError(p, at, "expected a concurrency key such as c1 or c16")
-        conc = int(key[1:])
-        if isinstance(v, dict):
-            if not v:
-                raise InputError(p, at, "expected a number or a table of category = number")
-            out.extend(((conc, cat), value(x, f"{at}.{cat}")) for cat, x in v.items())
-        else:
-            out.append(((conc, ""), value(v, at)))
-    return tuple(sorted(out))
-
-
-def _parse_gate(raw: dict[str, Any], p: str, names: list[str]) -> GateChecks:
-    _no_unknown(raw, _GATE_KEYS, p, "gate_checks")
-
-    def server(v: Any, at: str) -> str:
-        if not isinstance(v, str) or v not in names:
-            raise InputError(p, at, f"expected a server name of this matrix ({', '.join(names)}), got {v!r}")
-        return v
-
-    def two(key: str) -> tuple[str, str] | None:
-        v = raw.get(key)
-        if v is None:
-            return None
-        if not isinstance(v, list) or len(v) != 2:
-            raise InputError(p, f"gate_checks.{key}", f"expected [candidate, reference], got {v!r}")
-        pair = (server(v[0], f"gate_checks.{key}[0]"), server(v[1], f"gate_checks.{key}[1]"))
-        if pair[0] == pair[1]:
-            raise InputError(p, f"gate_checks.{key}", "candidate and reference must differ")
-        return pair
-
-    rerun = raw.get("rerun")
-    return GateChecks(rerun=None if rerun is None else server(rerun, "gate_checks.rerun"),
-                      acceptance_drop=two("acceptance_drop"), slowdown=two("slowdown"))
-
-
-def _parse_workload(raw: dict[str, Any], p: str) -> Workload:
-    _no_unknown(raw, _WORKLOAD_KEYS, p, "workload")
-
-    def get(key: str, typ: type | tuple[type, ...], default: Any = _MISSING) -> Any:
-        return _get(raw, key, typ, p, f"workload.{key}", default=default)
-
-    categories = get("categories", list, None)
-    if categories is not None and (not categories or not all(isinstance(c, str) for c in categories)):
-        raise InputError(p, "workload.categories", "expected a non-empty list of strings")
-    concurrency = get("concurrency", list, [1])
-    if not concurrency or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in concurrency):
-        raise InputError(p, "workload.concurrency", f"expected a list of positive integers, got {concurrency!r}")
-    w = Workload(
-        prompts=get("prompts", str),
-        categories=None if categories is None else tuple(categories),
-        concurrency=tuple(concurrency),
-        max_tokens=get("max_tokens", int, 64),
-        num_prompts=get("num_prompts", int, 4),
-        warmup_requests=get("warmup_requests", int, 1),
-        rounds=get("rounds", int, 3),
-        max_rounds=get("max_rounds", int, 6),
-        request_timeout_s=float(get("request_timeout_s", (int, float), 600.0)),
-        ignore_eos=get("ignore_eos", bool, True),
-        pairing=get("pairing", str, "interleaved"),
-        confidence=float(get("confidence", (int, float), 0.95)),
-        warmup_rel=float(get("warmup_rel", (int, float), 0.05)),
-        warmup_max_rounds=get("warmup_max_rounds", int, 5),
-        requests_per_concurrency=get("requests_per_concurrency", int, 4),
-    )
-    if w.pairing not in _PAIRINGS:
-        raise InputError(p, "workload.pairing", f"expected one of {_PAIRINGS}, got {w.pairing!r}")
-    if not 0.5 <= w.confidence < 1:
-        raise InputError(p, "workload.confidence", f"expected a fraction in [0.5, 1) such as 0.95, got {w.confidence}")
-    if not 0 < w.warmup_rel < 1:
-        raise InputError(p, "workload.warmup_rel", f"expected a fraction in (0, 1) such as 0.05, got {w.warmup_rel}")
-    for key in ("warmup_max_rounds", "requests_per_concurrency"):
-        _positive(getattr(w, key), p, f"workload.{key}")
-    for key in ("max_tokens", "num_prompts", "rounds", "max_rounds", "request_timeout_s"):
-        _positive(getattr(w, key), p, f"workload.{key}")
-    if w.warmup_requests < 0:
-        raise InputError(p, "workload.warmup_requests", f"expected >= 0, got {w.warmup_requests}")
-    if w.max_rounds < w.rounds:
-        raise InputError(p, "workload.max_rounds", f"must be >= rounds ({w.rounds}), got {w.max_rounds}")
-    return w
-
-
-def _parse_lossless(raw: dict[str, Any], p: str) -> LosslessSettings:
-    _no_unknown(raw, _LOSSLESS_KEYS, p, "lossless")
-
-    def get(key: str, typ: type | tuple[type, ...], default: Any) -> Any:
-        return _get(raw, key, typ, p, f"lossless.{key}", default=default)
-
-    s = LosslessSettings(
-        prompts=get("prompts", str, None),
-        num_prompts=get("num_prompts", int, 12),
-        max_tokens=get("max_tokens", int, 48),
-        top_logprobs=get("top_logprobs", int, 5),
-        near_tie_margin=float(get("near_tie_margin", (int, float), 0.05)),
-        min_exact_match=float(get("min_exact_match", (int, float), 0.9)),
-        seed=get("seed", int, 0),
-        hypothesis_examples=get("hypothesis_examples", int, 0),
-    )
-    if s.hypothesis_examples < 0:
-        raise InputError(p, "lossless.hypothesis_examples", f"expected >= 0, got {s.hypothesis_examples}")
-    for key in ("num_prompts", "max_tokens"):
-        _positive(getattr(s, key), p, f"lossless.{key}")
-    if not 2 <= s.top_logprobs <= 20:
-        raise InputError(p, "lossless.top_logprobs", f"expected 2..20, got {s.top_logprobs}")
-    if not (math.isfinite(s.near_tie_margin) and s.near_tie_margin >= 0):
-        raise InputError(p, "lossless.near_tie_margin", f"expected a finite number >= 0, got {s.near_tie_margin}")
-    if not 0 <= s.min_exact_match <= 1:
-        raise InputError(p, "lossless.min_exact_match", f"expected a fraction in [0, 1], got {s.min_exact_match}")
-    return s
-
-
-class _Missing:
-    pass
-
-
-_MISSING: Any = _Missing()
-
-
-def _get(raw: dict[str, Any], key: str, typ: type | tuple[type, ...], p: str, where: str,
-         default: Any = _MISSING) -> Any:
-    if key not in raw:
-        if default is _MISSING:
-            raise InputError(p, where, "missing")
-        return default
-    value = raw[key]
-    types = typ if isinstance(typ, tuple) else (typ,)
-    # bool is an int in Python; a TOML `true` where a number belongs is a mistake.
-    if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
-        names = " or ".join(t.__name__ for t in types)
-        raise InputError(p, where, f"expected {names}, got {value!r}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise InputError(p, where, f"expected a finite number, got {value!r}")
-    return value
-
-
-def _no_unknown(raw: dict[str, Any], allowed: set[str], p: str, where: str) -> None:
-    for key in raw:
-        if key not in allowed:
-            field_name = f"{where}.{key}" if where else key
-            raise InputError(p, field_name, f"unknown key (allowed: {', '.join(sorted(allowed))})")
-
-
-def _opt_float(value: float | None) -> float | None:
-    return None if value is None else float(value)
-
-
-def _positive(value: float | None, p: str, where: str) -> None:
-    if value is not None and value <= 0:
-        raise InputError(p, where, f"expected a positive number, got {value!r}")
+def _server_config(s: ServerTable) -> ServerConfig:
+    spec = None if s.speculative_config is None else s.speculative_config.model_dump(exclude_unset=True)
+    by_key: dict[str, Any] = s.min_speedup if isinstance(s.min_speedup, dict) else {"c0": s.min_speedup}
+    floors = sorted(((int(key[1:]), category), x) for key, value in by_key.items() if value is not None
+                    for category, x in (value.items() if isinstance(value, dict) else [("", value)]))
+    return ServerConfig(**{
+        **_fields(s), "env": tuple(sorted(s.env.items())), "min_speedup": tuple(floors),
+        "speculative_config": None if spec is None else json.dumps(spec, sort_keys=True),
+    })

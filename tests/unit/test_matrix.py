@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 import re
 import tomllib
@@ -243,30 +244,34 @@ def _set(raw: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
         ("workload.speed", 1, "workload.speed", "unknown key"),
         ("lossless.temperature", 0.0, "lossless.temperature", "unknown key"),
         # wrong types
-        ("version", "1", "version", "expected int"),
-        ("name", 3, "name", "expected str"),
-        ("marker", "tpu", "marker", "expected one of"),
-        ("servers", {"name": "x"}, "servers", "expected list"),
-        ("servers", [], "servers", "at least one server"),
-        ("servers[0]", "baseline", "servers[0]", "expected a table"),
-        ("servers[1].dtype", 3, "servers[1].dtype", "expected str, got 3"),
-        ("servers[1].args", "--enforce-eager", "servers[1].args", "expected list"),
-        ("servers[1].args", ["--max-num-seqs", 8], "servers[1].args", "list of strings"),
-        ("servers[1].env", {"A": 1}, "servers[1].env", "table of strings"),
-        ("servers[1].speculative_config", "ngram", "servers[1].speculative_config", "expected dict"),
+        ("version", "1", "version", "expected an integer, got '1'"),
+        ("name", 3, "name", "expected a string, got 3"),
+        ("marker", "tpu", "marker", "expected 'cpu' or 'gpu', got 'tpu'"),
+        ("servers", {"name": "x"}, "servers", "expected a list, got {'name': 'x'}"),
+        ("servers", [], "servers", "at least one server is needed, got []"),
+        ("servers[0]", "baseline", "servers[0]", "expected a table, got 'baseline'"),
+        ("servers[1].dtype", 3, "servers[1].dtype", "expected a string, got 3"),
+        ("servers[1].args", "--enforce-eager", "servers[1].args", "expected a list, got '--enforce-eager'"),
+        ("servers[1].args", ["--max-num-seqs", 8], "servers[1].args[1]", "expected a string, got 8"),
+        ("servers[1].env", {"A": 1}, "servers[1].env.A", "expected a string, got 1"),
+        ("servers[1].env", ["A=1"], "servers[1].env", "expected a table, got ['A=1']"),
+        ("servers[1].speculative_config", "ngram", "servers[1].speculative_config", "expected a table, got 'ngram'"),
         ("servers[1].speculative_config", {"num_speculative_tokens": 4},
          "servers[1].speculative_config.method", "missing"),
-        ("servers[1].trust_remote_code", "yes", "servers[1].trust_remote_code", "expected bool"),
-        ("servers[1].perf", 1, "servers[1].perf", "expected bool"),
-        ("servers[1].lossless", "loose", "servers[1].lossless", "expected one of"),
-        ("workload.concurrency", 4, "workload.concurrency", "expected list"),
-        ("workload.categories", [], "workload.categories", "non-empty list of strings"),
-        ("workload.categories", ["coding", 1], "workload.categories", "non-empty list of strings"),
-        ("workload.max_tokens", "32", "workload.max_tokens", "expected int"),
-        ("workload.max_tokens", 32.0, "workload.max_tokens", "expected int"),
-        ("workload.ignore_eos", "no", "workload.ignore_eos", "expected bool"),
-        ("lossless.prompts", 1, "lossless.prompts", "expected str"),
-        ("tolerances", 0.1, "tolerances", "expected dict"),
+        ("servers[1].speculative_config", {"method": 4}, "servers[1].speculative_config.method",
+         "expected a string, got 4"),
+        ("servers[1].trust_remote_code", "yes", "servers[1].trust_remote_code", "expected true or false, got 'yes'"),
+        ("servers[1].perf", 1, "servers[1].perf", "expected true or false, got 1"),
+        ("servers[1].lossless", "loose", "servers[1].lossless",
+         "expected 'strict', 'diagnostic' or 'off', got 'loose'"),
+        ("workload.concurrency", 4, "workload.concurrency", "expected a non-empty list of positive integers, got 4"),
+        ("workload.categories", [], "workload.categories", "expected a non-empty list of strings, got []"),
+        ("workload.categories", ["coding", 1], "workload.categories[1]", "expected a string, got 1"),
+        ("workload.max_tokens", "32", "workload.max_tokens", "expected an integer, got '32'"),
+        ("workload.max_tokens", 32.0, "workload.max_tokens", "expected an integer, got 32.0"),
+        ("workload.ignore_eos", "no", "workload.ignore_eos", "expected true or false, got 'no'"),
+        ("lossless.prompts", 1, "lossless.prompts", "expected a string, got 1"),
+        ("tolerances", 0.1, "tolerances", "expected a table, got 0.1"),
         ("tolerances.speedup", "10%", "tolerances.speedup", "expected a number or a table"),
         ("tolerances.latency", 0.1, "tolerances.latency", "unknown metric"),
         # bool where an int or a float belongs
@@ -277,7 +282,7 @@ def _set(raw: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
         ("servers[1].min_acceptance_length", True, "servers[1].min_acceptance_length", "got True"),
         ("servers[1].speculative_config.num_speculative_tokens", True,
          "servers[1].speculative_config.num_speculative_tokens", "positive integer"),
-        ("workload.concurrency", [1, True], "workload.concurrency", "positive integers"),
+        ("workload.concurrency", [1, True], "workload.concurrency[1]", "expected a positive integer, got True"),
         ("workload.rounds", True, "workload.rounds", "got True"),
         ("workload.request_timeout_s", False, "workload.request_timeout_s", "got False"),
         ("lossless.near_tie_margin", True, "lossless.near_tie_margin", "got True"),
@@ -303,8 +308,8 @@ def _set(raw: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
          "servers[1].speculative_config.num_speculative_tokens", "positive integer"),
         ("servers[1].speculative_config.num_speculative_tokens", 2.5,
          "servers[1].speculative_config.num_speculative_tokens", "positive integer"),
-        ("workload.concurrency", [1, 0], "workload.concurrency", "positive integers"),
-        ("workload.concurrency", [], "workload.concurrency", "positive integers"),
+        ("workload.concurrency", [1, 0], "workload.concurrency[1]", "expected a positive integer, got 0"),
+        ("workload.concurrency", [], "workload.concurrency", "expected a non-empty list of positive integers, got []"),
         ("workload.max_tokens", 0, "workload.max_tokens", "positive"),
         ("workload.num_prompts", -4, "workload.num_prompts", "positive"),
         ("workload.rounds", 0, "workload.rounds", "positive"),
@@ -333,8 +338,8 @@ def _set(raw: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
         ("servers[1].name", "ngram 4", "servers[1].name", "letters, digits"),
         ("servers[1].name", "ngram/4", "servers[1].name", "letters, digits"),
         # version
-        ("version", 2, "version", "unsupported version 2"),
-        ("version", 0, "version", "unsupported version 0"),
+        ("version", 2, "version", "unsupported version (supported: 1), got 2"),
+        ("version", 0, "version", "unsupported version (supported: 1), got 0"),
     ],
 )
 def test_error_names_file_and_field(where: str, value: Any, field: str, fragment: str) -> None:
@@ -363,30 +368,31 @@ def test_missing_server_name_and_model() -> None:
 def test_duplicate_server_names() -> None:
     raw = tiny_raw()
     raw["servers"][3]["name"] = "ngram4"
-    assert_input_error(raw, "servers[3].name", "duplicate server name 'ngram4'")
+    assert_input_error(raw, "servers[3].name", "duplicate server name, got 'ngram4'")
 
 
 def test_baseline_naming_a_missing_server() -> None:
     raw = _set(tiny_raw(), "servers[1].baseline", "plain")
-    assert_input_error(raw, "servers[1].baseline", "no server named 'plain'")
+    assert_input_error(raw, "servers[1].baseline", "expected a server name of this matrix (baseline, ngram4, self4, "
+                       "baseline-bf16, ngram4-bf16), got 'plain'")
 
 
 def test_baseline_naming_a_speculative_server() -> None:
     raw = _set(tiny_raw(), "servers[4].baseline", "ngram4")
-    assert_input_error(raw, "servers[4].baseline", "'ngram4' is itself speculative")
+    assert_input_error(raw, "servers[4].baseline", "expected a plain server, not a speculative one, got 'ngram4'")
 
 
 @pytest.mark.parametrize("flag", ["--port", "--host", "--model", "--api-key", "--speculative-config"])
 @pytest.mark.parametrize("form", ["separate", "equals"])
 def test_args_must_not_set_suite_flags(flag: str, form: str) -> None:
     args = ["--max-num-seqs", "8"] + ([flag, "x"] if form == "separate" else [f"{flag}=x"])
-    assert_input_error(_set(tiny_raw(), "servers[2].args", args), "servers[2].args",
-                       f"{flag} is set by the suite")
+    assert_input_error(_set(tiny_raw(), "servers[2].args", args), "servers[2].args[2]",
+                       f"{flag} is set by the suite; remove it from args, got {args[2]!r}")
 
 
-def test_suite_flag_in_defaults_is_reported_on_the_first_server() -> None:
+def test_suite_flag_in_defaults_is_reported_in_defaults() -> None:
     raw = _set(tiny_raw(), "defaults.args", ["--port", "8000"])
-    assert_input_error(raw, "servers[0].args", "--port is set by the suite")
+    assert_input_error(raw, "defaults.args[0]", "--port is set by the suite; remove it from args, got '--port'")
 
 
 def test_similar_flags_are_allowed() -> None:
@@ -406,6 +412,128 @@ def test_tolerance_forms() -> None:
                {"speedup": 0.1, "output_throughput": {"rel": 0, "direction": "lower"}})
     m = parse_matrix(raw, FAKE)
     assert m.tolerances == {"speedup": Tolerance(0.1, "higher"), "output_throughput": Tolerance(0.0, "lower")}
+    assert list(m.tolerances) == ["speedup", "output_throughput"]   # in the file's order
+
+
+def test_rounds_message_is_exact() -> None:
+    """tests/test_reliability.py checks this text through pytest --collect-only."""
+    err = assert_input_error(_set(tiny_raw(), "workload.rounds", -2), "workload.rounds")
+    assert str(err) == f"{FAKE}: workload.rounds: expected a positive number, got -2"
+
+
+_TOP_KEYS = ("defaults, description, gate_checks, id_prefix, lossless, marker, name, reference_profile, servers, "
+             "tolerances, version, workload")
+_SERVER_KEYS = ("args, baseline, dtype, enable_prefix_caching, env, lossless, max_model_len, min_acceptance_length, "
+                "min_speedup, model, perf, speculative_config, startup_timeout_s, tensor_parallel_size, "
+                "trust_remote_code")
+
+
+@pytest.mark.parametrize(
+    ("where", "problem"),
+    [
+        ("colour", f"unknown key (allowed: {_TOP_KEYS})"),
+        ("defaults.colour", f"unknown key (allowed: {_SERVER_KEYS})"),
+        ("servers[3].colour", f"unknown key (allowed: {_SERVER_KEYS.replace('model, ', 'model, name, ')})"),
+        ("workload.colour", "unknown key (allowed: categories, concurrency, confidence, ignore_eos, max_rounds, "
+                            "max_tokens, num_prompts, pairing, prompts, request_timeout_s, requests_per_concurrency, "
+                            "rounds, warmup_max_rounds, warmup_rel, warmup_requests)"),
+        ("lossless.colour", "unknown key (allowed: hypothesis_examples, max_tokens, min_exact_match, "
+                            "near_tie_margin, num_prompts, prompts, seed, top_logprobs)"),
+        ("tolerances.colour", "unknown metric (known: acceptance_length, acceptance_rate, output_throughput, "
+                              "per_position_acceptance, speedup)"),
+        ("tolerances.speedup.colour", "unknown key (allowed: direction, rel)"),
+        ("gate_checks.colour", "unknown key (allowed: acceptance_drop, rerun, slowdown)"),
+    ],
+)
+def test_unknown_keys_at_every_level(where: str, problem: str) -> None:
+    """Every table refuses keys it does not know, naming the key, the allowed ones and the value."""
+    err = assert_input_error(_set(tiny_raw(), where, "red"), where)
+    assert str(err) == f"{FAKE}: {where}: {problem}, got 'red'"
+
+
+def test_speculative_config_passes_other_keys_on_but_only_json_values() -> None:
+    spec = {"method": "mtp", "model": "org/drafter", "num_speculative_tokens": 2, "extra": {"a": [1, 2.5]}}
+    m = parse_matrix(_set(tiny_raw(), "servers[1].speculative_config", spec), FAKE)
+    assert m.server("ngram4").spec == spec
+    dated = tomllib.loads('speculative_config = { method = "ngram", since = 2026-12-01 }')["speculative_config"]
+    err = assert_input_error(_set(tiny_raw(), "servers[1].speculative_config", dated),
+                             "servers[1].speculative_config.since", "expected a JSON value")
+    assert str(err).endswith("got datetime.date(2026, 12, 1)")
+
+
+# --- Hypothesis: what the schema accepts round-trips, what it refuses names the field ---------
+
+@PROPS
+@given(rounds=st.integers(1, 2**62), extra=st.integers(0, 2**62))
+def test_any_positive_rounds_round_trip(rounds: int, extra: int) -> None:
+    raw = _set(_set(minimal_raw(), "workload.rounds", rounds), "workload.max_rounds", rounds + extra)
+    w = parse_matrix(raw, FAKE).workload
+    assert (w.rounds, w.max_rounds) == (rounds, rounds + extra)
+
+
+@PROPS
+@given(rounds=st.integers(max_value=0) | st.floats() | st.booleans() | st.text(max_size=3))
+def test_rounds_that_are_no_positive_integer_name_the_field(rounds: Any) -> None:
+    err = assert_input_error(_set(minimal_raw(), "workload.rounds", rounds), "workload.rounds")
+    positive_int = isinstance(rounds, int) and not isinstance(rounds, bool)
+    expected = "expected a positive number" if positive_int else "expected an integer"
+    assert str(err) == f"{FAKE}: workload.rounds: {expected}, got {rounds!r}"
+
+
+@PROPS
+@given(floor=st.floats(min_value=0, exclude_min=True, allow_infinity=False),
+       concurrency=st.integers(1, 512), category=st.text(min_size=1, max_size=8))
+def test_any_positive_min_speedup_round_trips(floor: float, concurrency: int, category: str) -> None:
+    for form, cell, expected in [
+        (floor, (concurrency, category), floor),
+        ({f"c{concurrency}": floor}, (concurrency, category), floor),
+        ({f"c{concurrency}": {category: floor}}, (concurrency, category), floor),
+        ({f"c{concurrency}": {category: floor}}, (concurrency + 1, category), None),
+    ]:
+        server = parse_matrix(_set(tiny_raw(), "servers[1].min_speedup", form), FAKE).server("ngram4")
+        assert server.speedup_floor(*cell) == expected, form
+
+
+@PROPS
+@given(name=st.text(st.characters(categories=["Lu", "Ll", "Nd"], max_codepoint=0x2FF) | st.sampled_from("-_."),
+                    min_size=1, max_size=12))
+def test_any_server_name_of_letters_digits_and_dashes_round_trips(name: str) -> None:
+    raw = _set(minimal_raw(), "servers[0].name", name)
+    assert parse_matrix(raw, FAKE).servers[0].name == name
+
+
+# --- the JSON Schema ---------------------------------------------------------------------------
+
+SCHEMA_FILE = REPO / "docs" / "matrix.schema.json"
+
+
+def test_committed_schema_is_the_generated_one() -> None:
+    """docs/matrix.schema.json is ``python -m specguard schema --out docs/matrix.schema.json``."""
+    from specguard.config.matrix import matrix_json_schema
+
+    assert json.loads(SCHEMA_FILE.read_text(encoding="utf-8")) == matrix_json_schema(), (
+        "docs/matrix.schema.json is stale: run python -m specguard schema --out docs/matrix.schema.json")
+
+
+def test_schema_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from specguard.__main__ import main
+
+    assert main(["schema"]) == 0
+    printed = capsys.readouterr().out
+    assert printed == SCHEMA_FILE.read_text(encoding="utf-8")
+    assert main(["schema", "--out", str(tmp_path / "s.json")]) == 0
+    assert (tmp_path / "s.json").read_text(encoding="utf-8") == printed and capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "fixtures" / "matrices").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_matrices_satisfy_the_json_schema(path: Path) -> None:
+    """The schema describes the file as written: a server's model may come from [defaults]."""
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text(encoding="utf-8")))
+    raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    assert [e.message for e in validator.iter_errors(raw)] == []
+    raw["workload"]["rounds"], raw["servers"][0]["colour"] = -2, "red"
+    assert {tuple(e.path) for e in validator.iter_errors(raw)} == {("workload", "rounds"), ("servers", 0)}
 
 
 # --- load_matrix: file-level errors ----------------------------------------------------------
@@ -444,13 +572,13 @@ def test_directory_instead_of_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "field"),
     [
-        ("startup_timeout_s = 900", "startup_timeout_s = nan", "servers[0].startup_timeout_s"),
-        ("startup_timeout_s = 900", "startup_timeout_s = inf", "servers[0].startup_timeout_s"),
-        ("startup_timeout_s = 900", "startup_timeout_s = 1e400", "servers[0].startup_timeout_s"),
+        ("startup_timeout_s = 900", "startup_timeout_s = nan", "defaults.startup_timeout_s"),
+        ("startup_timeout_s = 900", "startup_timeout_s = inf", "defaults.startup_timeout_s"),
+        ("startup_timeout_s = 900", "startup_timeout_s = 1e400", "defaults.startup_timeout_s"),
         ("speedup = { rel = 0.20", "speedup = { rel = nan", "tolerances.speedup.rel"),
         ("speedup = { rel = 0.20", "speedup = { rel = -0.1", "tolerances.speedup.rel"),
         ("speedup = { rel = 0.20", "speedup = { rel = 1.5", "tolerances.speedup.rel"),
-        ("max_model_len = 2048", "max_model_len = true", "servers[0].max_model_len"),
+        ("max_model_len = 2048", "max_model_len = true", "defaults.max_model_len"),
         ("version = 1", "version = 2", "version"),
         ('marker = "cpu"', 'marker = "cpu"\nextra = 1', "extra"),
     ],
