@@ -36,6 +36,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Fiel
 from pydantic_core import PydanticCustomError
 
 from specguard.config.errors import InputError, from_validation
+from specguard.config.schema import error_at
 from specguard.config.tolerance import Tolerance
 
 SUPPORTED_VERSIONS = (1,)
@@ -205,11 +206,6 @@ _NOT_KEYS = ("[key]", "<number>", "<table>")   # parts of a pydantic location th
 _JSON_TABLE = TypeAdapter(dict[str, JsonValue])
 
 
-def _error(loc: tuple[int | str, ...], message: str, value: Any, kind: str = "invalid") -> ValidationError:
-    return ValidationError.from_exception_data(
-        "matrix", [{"type": PydanticCustomError(kind, message), "loc": loc, "input": value}])
-
-
 def _say(message: str, *, types: bool = False) -> WrapValidator:
     """The value's own errors (not its items') as ``message``, type errors too if ``types``."""
     def wrap(value: Any, handler: Any) -> Any:
@@ -257,7 +253,7 @@ class _Table(BaseModel):
         for key in data if isinstance(data, dict) else ():
             if key not in cls.model_fields:
                 allowed = ", ".join(sorted(cls.model_fields))
-                raise _error((key,), cls._unknown.format(allowed=allowed), data[key], "unknown_key")
+                raise error_at((key,), cls._unknown.format(allowed=allowed), data[key], "unknown_key")
         return data
 
 
@@ -328,7 +324,7 @@ class WorkloadTable(_Table):
     @model_validator(mode="after")
     def _max_rounds(self) -> WorkloadTable:
         if self.max_rounds < self.rounds:
-            raise _error(("max_rounds",), f"must be >= rounds ({self.rounds}), got {self.max_rounds}",
+            raise error_at(("max_rounds",), f"must be >= rounds ({self.rounds}), got {self.max_rounds}",
                          self.max_rounds)
         return self
 
@@ -423,19 +419,19 @@ class MatrixFile(_Table):
         names = [s.name for s in self.servers]
         for i, n in enumerate(names):
             if names.index(n) != i:
-                raise _error(("servers", i, "name"), "duplicate server name", n)
+                raise error_at(("servers", i, "name"), "duplicate server name", n)
         known = f"expected a server name of this matrix ({', '.join(names)})"
         for key, value in self.gate_checks:
             for j, v in list(enumerate(value)) if isinstance(value, list) else [(None, value)]:
                 if v is not None and v not in names:
-                    raise _error(("gate_checks", key) + (() if j is None else (j,)), known, v)
+                    raise error_at(("gate_checks", key) + (() if j is None else (j,)), known, v)
             if isinstance(value, list) and value[0] == value[1]:
-                raise _error(("gate_checks", key), "candidate and reference must differ", value)
+                raise error_at(("gate_checks", key), "candidate and reference must differ", value)
         for i, s in enumerate(self.servers):
             if s.baseline is not None and s.baseline not in names:
-                raise _error(("servers", i, "baseline"), known, s.baseline)
+                raise error_at(("servers", i, "baseline"), known, s.baseline)
             if s.baseline is not None and self.servers[names.index(s.baseline)].speculative_config:
-                raise _error(("servers", i, "baseline"), "expected a plain server, not a speculative one",
+                raise error_at(("servers", i, "baseline"), "expected a plain server, not a speculative one",
                              s.baseline)
         return self
 
@@ -470,7 +466,7 @@ def parse_matrix(raw: dict[str, Any], path: Path) -> Matrix:
         words = _TYPE_WORDS.get(err["type"])
         loc = tuple(p for p in err["loc"] if p not in _NOT_KEYS)
         message = err["msg"] if words is None else words.format(**err.get("ctx", {}))
-        raise from_validation(path, _error(loc, message, err["input"], err["type"])) from None
+        raise from_validation(path, error_at(loc, message, err["input"], err["type"])) from None
     return Matrix(
         path=path, name=m.name, id_prefix=m.name if m.id_prefix is None else m.id_prefix, marker=m.marker,
         servers=tuple(_server_config(s) for s in m.servers), workload=Workload(**_fields(m.workload)),

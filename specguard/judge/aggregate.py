@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
-from specguard.store.baselines import (CellBaseline, Closed, Distinct, Int, MetricBaseline, MetricSchema,
-                                       Name, Str, error_at, expect, must_be)
+from specguard.config.schema import Closed, Distinct, Int, Name, Str, error_at, expect, must_be
+from specguard.store.baselines import CellBaseline, MetricBaseline, MetricSchema
 from specguard.config.errors import InputError, from_validation
 from specguard.config.matrix import Cell, Matrix, ServerConfig
 from specguard.judge.stats import Interval, mean_ci, paired_ratio_ci, ratio_ci

@@ -51,8 +51,10 @@ def cuda_vllm_available() -> bool:
     return dist is not None and dist[0] == "vllm" and bool(detect_devices())
 
 
-@dataclass
+@dataclass(frozen=True)
 class Options:
+    """The command line, parsed once (``pytest_configure``); nothing changes it afterwards."""
+
     matrix: Path
     baseline_dir: Path
     results_dir: Path

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, ValidationError
 
-from specguard.store.baselines import Float, Int, Name, Schema, Str, expect, must_be, reword
+from specguard.config.schema import Float, Int, Name, Schema, Str, expect, must_be, reword
 from specguard.config.errors import InputError, from_validation
 
 LOSSLESS_FILE = "lossless.json"

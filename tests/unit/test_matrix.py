@@ -10,6 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -528,7 +529,6 @@ def test_schema_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 @pytest.mark.parametrize("path", sorted((REPO / "fixtures" / "matrices").glob("*.toml")), ids=lambda p: p.name)
 def test_shipped_matrices_satisfy_the_json_schema(path: Path) -> None:
     """The schema describes the file as written: a server's model may come from [defaults]."""
-    jsonschema = pytest.importorskip("jsonschema")
     validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text(encoding="utf-8")))
     raw = tomllib.loads(path.read_text(encoding="utf-8"))
     assert [e.message for e in validator.iter_errors(raw)] == []
