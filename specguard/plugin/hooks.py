@@ -70,8 +70,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="Rounds per cell, overriding the matrix. Default: the matrix's `rounds`.")
     group.addoption("--shard", metavar="K/N", type=_shard_spec, default=None,
                     help="Run shard K of N (one CI runner's part): families x category groups, balanced by "
-                         "the results folder's recorded durations (else cells x max_tokens); see "
-                         "specguard/plugin/shard.py. Default: the whole selection.")
+                         "the results folder's recorded durations (else the baseline's tok/s, else cells x "
+                         "max_tokens); see specguard/plugin/shard.py. Default: the whole selection.")
 
 
 def _category_list(text: str) -> list[str]:
@@ -141,7 +141,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _shard(s: SpecguardSession, index: int, count: int) -> sharding.Shard:
-    plan = sharding.plan(s.matrix, s.cells(), sharding.recorded_durations(read_records(s.results_path)), count)
+    durations = sharding.recorded_durations(read_records(s.results_path))
+    stored = sharding.stored_throughputs(s.matrix, s.cells(), s.baseline, s.stored_aggregates)
+    plan = sharding.plan(s.matrix, s.cells(), durations, count, stored)
     category = {c.id: c.category for c in s.cells()}
     units = {pid: plan.unit_for(group, category.get(pid)).id for pid, group in _server_groups(s).items()}
     return sharding.Shard(index, plan, units)

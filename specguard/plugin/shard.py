@@ -13,10 +13,14 @@ the session's order (gate cases measure that category, so their cells are in tha
 family without performance cells is one unit of its own. Tests outside every unit (unit tests,
 inner-pytest tests) run in shard 1 only.
 
-Costs: a cell's recorded duration (the sum of its rounds' durations in its latest record of the
-results folder's ``cells.jsonl``); cells without one get ``max_tokens`` scaled by the recorded
-cells' seconds per token, or ``max_tokens`` alone when nothing is recorded (a proxy: the run's
-cost is then counted in cells × max_tokens). Server starts are not counted.
+Costs, the first of these that any cell has (cells without it get the others' mean):
+
+1. its recorded duration: the sum of its rounds' durations in its latest record in the results
+   folder's ``cells.jsonl`` (warm-up and server starts not counted);
+2. rounds × requests per round × max_tokens ÷ the profile's stored output tok/s (the baseline's
+   cell, else its server's aggregate): an upper bound, but in proportion across cells, so a
+   model three times slower weighs three times more on the first run;
+3. max_tokens: the run's cost counted in cells × max_tokens.
 
 Category groups: per family, as many as the family's cost divided by a target unit cost; every
 target that changes a family's group count is tried, the units are assigned by greedy longest
@@ -39,10 +43,14 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from specguard.config.matrix import Cell, Matrix
 from specguard.judge.gate import gate_cases
+
+if TYPE_CHECKING:
+    from specguard.judge.aggregate import StoredAggregate
+    from specguard.store.baselines import BaselineFile
 
 CLOSE = 0.05   # a plan with fewer units is kept when its longest shard is within 5% of the best
 _SPEC = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
@@ -79,8 +87,9 @@ class Plan:
     units: tuple[Unit, ...]          # families in start order, each family's first unit first
     shard_of: Mapping[str, int]      # unit id → shard, 1..count
     family_of: Mapping[str, str]     # server name → family
-    seconds: bool                    # costs are seconds (some durations were recorded)
+    seconds: bool                    # costs are seconds (recorded, or estimated from stored tok/s)
     basis: str                       # how the costs were estimated, for people
+    upper_bound: bool = False        # the seconds assume every request runs to max_tokens
 
     def units_of(self, shard: int) -> list[Unit]:
         return [u for u in self.units if self.shard_of[u.id] == shard]
@@ -112,7 +121,8 @@ class Plan:
         cells = sum(len(u.cells) for u in mine)
         total = sum(len(u.cells) for u in self.units)
         load, whole = self.loads()[shard - 1], math.fsum(u.cost for u in self.units)
-        size = (f"about {_hours(load)} of {_hours(whole)}" if self.seconds
+        about = "at most about" if self.upper_bound else "about"
+        size = (f"{about} {_hours(load)} of {_hours(whole)}" if self.seconds
                 else f"{load / whole:.0%} of the run's cells × max_tokens" if whole else "no cells")
         return (f"shard {shard}/{self.count}: {len(mine)} of {len(self.units)} units "
                 f"({', '.join(u.id for u in mine) or 'none'}), {cells} of {total} cells, {size} ({self.basis})")
@@ -135,16 +145,42 @@ def recorded_durations(records: Iterable[Mapping[str, Any]]) -> dict[str, float]
     return out
 
 
-def cell_costs(matrix: Matrix, cells: Sequence[Cell], durations: Mapping[str, float]) -> tuple[dict[str, float], bool, str]:
-    """(cell id → cost, costs are seconds, basis): recorded seconds where there are some; the
-    other cells at max_tokens × the recorded cells' seconds per token."""
-    proxy = float(matrix.workload.max_tokens)
-    known = {c.id: float(durations[c.id]) for c in cells if durations.get(c.id, 0) > 0}
-    if not known:
-        return {c.id: proxy for c in cells}, False, "no recorded durations: cells × max_tokens"
+def stored_throughputs(matrix: Matrix, cells: Sequence[Cell], baseline: BaselineFile | None,
+                       aggregates: Mapping[str, StoredAggregate]) -> dict[str, float]:
+    """Cell id → a stored output tok/s: the baseline's cell, else its server's aggregate at that
+    concurrency (the Gemma study publishes mostly those)."""
+    from specguard.judge.aggregate import aggregate_id
+
+    out: dict[str, float] = {}
+    for c in cells:
+        stored = baseline.cells.get(c.id) if baseline is not None else None
+        metric = stored.metrics.get("output_throughput") if stored is not None else None
+        if metric is None:
+            agg = aggregates.get(aggregate_id(matrix.id_prefix, c.server.name, c.concurrency))
+            metric = agg.metrics.get("output_throughput") if agg is not None else None
+        if metric is not None and isinstance(metric.value, (int, float)) and metric.value > 0:
+            out[c.id] = float(metric.value)
+    return out
+
+
+def cell_costs(matrix: Matrix, cells: Sequence[Cell], durations: Mapping[str, float],
+               throughputs: Mapping[str, float] | None = None) -> tuple[dict[str, float], bool, str]:
+    """(cell id → cost, costs are seconds, basis). Recorded seconds where any cell has some; else
+    seconds at stored throughputs with every request at max_tokens (an upper bound, in proportion
+    across cells); else max_tokens per cell. Cells without a figure get the others' mean."""
+    w = matrix.workload
+    estimated = {c.id: w.rounds * w.requests_per_round(c.concurrency) * w.max_tokens / throughputs[c.id]
+                 for c in cells if (throughputs or {}).get(c.id, 0) > 0}
+    recorded = {c.id: float(durations[c.id]) for c in cells if durations.get(c.id, 0) > 0}
+    if recorded:
+        known, basis = recorded, "recorded durations"
+    elif estimated:
+        known, basis = estimated, "no recorded durations: the baseline's tok/s, every request at max_tokens"
+    else:
+        return {c.id: float(w.max_tokens) for c in cells}, False, "no recorded durations: cells × max_tokens"
     per_cell = math.fsum(known.values()) / len(known)
-    basis = "recorded durations" + ("" if len(known) == len(cells) else
-                                    f" of {len(known)} of {len(cells)} cells, the mean for the others")
+    if len(known) < len(cells):
+        basis += f" (for {len(known)} of {len(cells)} cells, the mean for the others)"
     return {c.id: known.get(c.id, per_cell) for c in cells}, True, basis
 
 
@@ -203,11 +239,12 @@ class _Family:
         return out
 
 
-def plan(matrix: Matrix, cells: Sequence[Cell], durations: Mapping[str, float], count: int) -> Plan:
+def plan(matrix: Matrix, cells: Sequence[Cell], durations: Mapping[str, float], count: int,
+         throughputs: Mapping[str, float] | None = None) -> Plan:
     """The whole run's split into ``count`` shards (see the module's docstring)."""
     if count < 1:
         raise ValueError(f"expected at least one shard, got {count}")
-    costs, seconds, basis = cell_costs(matrix, cells, durations)
+    costs, seconds, basis = cell_costs(matrix, cells, durations, throughputs)
     family_of = families(matrix, cells)
     fams: dict[str, _Family] = {}
     for server in matrix.server_order():
@@ -233,13 +270,14 @@ def plan(matrix: Matrix, cells: Sequence[Cell], durations: Mapping[str, float], 
     best = min(x[0] for x in tried)
     _, _, units, shard_of = min((x for x in tried if x[0] <= best * (1 + CLOSE) + 1e-9),
                                 key=lambda x: (x[1], len(x[2]), x[0]))
-    return Plan(count, tuple(units), shard_of, family_of, seconds, basis)
+    return Plan(count, tuple(units), shard_of, family_of, seconds, basis,
+                upper_bound=seconds and not any(durations.get(c.id, 0) > 0 for c in cells))
 
 
 def select(matrix: Matrix, cells: Sequence[Cell], durations: Mapping[str, float], shard: int,
-           count: int) -> list[str]:
+           count: int, throughputs: Mapping[str, float] | None = None) -> list[str]:
     """The ids of the units shard ``shard`` of ``count`` runs."""
-    return [u.id for u in plan(matrix, cells, durations, count).units_of(shard)]
+    return [u.id for u in plan(matrix, cells, durations, count, throughputs).units_of(shard)]
 
 
 @dataclass

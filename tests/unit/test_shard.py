@@ -152,6 +152,25 @@ def test_missing_durations_get_the_recorded_mean(gemma: Matrix) -> None:
     assert "2 of 132 cells" in basis
 
 
+def test_before_any_record_the_baseline_throughputs_weigh_the_cells(session: SpecguardSession) -> None:
+    """The Gemma baseline's published tok/s per server and concurrency: the 31B family (40 tok/s
+    plain at c=1) weighs about three times the 26B MoE's, so 4 shards come out even, not 2 of them
+    with the 31B's cells and 2 with the 26B's."""
+    cells = session.cells()
+    tps = sharding.stored_throughputs(session.matrix, cells, session.baseline, session.stored_aggregates)
+    assert len(tps) == len(cells) and tps["gemma4-31b-baseline-c1-coding"] == 40.3
+    plan = sharding.plan(session.matrix, cells, {}, 4, tps)
+    assert plan.seconds and plan.upper_bound and "baseline's tok/s" in plan.basis
+    loads = plan.loads()
+    assert max(loads) <= 1.05 * sum(loads) / 4
+    assert "at most about" in plan.describe(1)
+    proxy = sharding.plan(session.matrix, cells, {}, 4)
+    assert not proxy.seconds and [len(proxy.units_of(k)) for k in range(1, 5)] == [1, 1, 1, 1]
+    # Recorded durations come first: a single one makes the plan use them.
+    recorded = sharding.plan(session.matrix, cells, {cells[0].id: 100.0}, 4, tps)
+    assert recorded.basis.startswith("recorded durations") and not recorded.upper_bound
+
+
 # --- Hypothesis: random durations --------------------------------------------------------------------
 
 def _makespan(costs: dict[str, float], assign: dict[str, int], n: int) -> float:
