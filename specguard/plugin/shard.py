@@ -26,11 +26,10 @@ Category groups: per family, as many as the family's cost divided by a target un
 target that changes a family's group count is tried, the units are assigned by greedy longest
 processing time first (ties broken by unit id), and among the plans whose longest shard is
 within ``CLOSE`` of the best, the one with the fewest empty shards, then the fewest units (fewer
-units: fewer server starts), is kept. Categories go
-into a family's groups by the same greedy rule. Everything is a function of the matrix, the
-session's cells and the durations, so every runner that reads the same records computes the same
-plan; the plan's digest is recorded, and ``python -m specguard merge`` refuses shards whose
-digests differ.
+units: fewer server starts), is kept. Categories go into a family's groups by the same greedy
+rule. Everything is a function of the matrix, the session's cells, the records and the baseline,
+so every runner that reads the same files computes the same plan; the plan's digest is recorded,
+and ``python -m specguard merge`` refuses shards whose digests differ.
 
 No pytest here: the plugin's wiring is in ``specguard/plugin/hooks.py``.
 """
