@@ -23,7 +23,7 @@ from typing import Any
 from specguard.upgrade import ab
 from specguard.report import build as report
 from specguard.upgrade import check as upgrade
-from specguard.store import merge
+from specguard.report import merge
 from specguard.config.errors import SpecguardError
 
 

@@ -17,13 +17,8 @@
 
 from __future__ import annotations
 
-import platform
-import statistics
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
-from specguard.files import write_json_atomic
 
 
 def worker_slot(workerinput: dict[str, Any] | None) -> tuple[int, int]:
@@ -51,33 +46,6 @@ def device_env(index: int, count: int, *, gpus: int, cores: list[int], tensor_pa
     per = max(1, len(cores) // count)
     mine_cores = cores[(index * per) % len(cores):][:per]
     return {"VLLM_CPU_OMP_THREADS_BIND": ",".join(str(c) for c in mine_cores)}
-
-
-def benchmark_json(records: list[dict[str, Any]], run: str) -> dict[str, Any]:
-    """pytest-benchmark's JSON layout from this run's cell records."""
-    benches = []
-    for rec in records:
-        if rec.get("run") != run or rec.get("kind") != "cell":
-            continue
-        durations = [d for d in rec.get("round_durations_s", []) if d > 0] or [0.0]
-        stats = {"min": min(durations), "max": max(durations), "mean": statistics.fmean(durations),
-                 "median": statistics.median(durations),
-                 "stddev": statistics.stdev(durations) if len(durations) > 1 else 0.0,
-                 "rounds": len(durations), "iterations": 1, "data": durations}
-        name = f"test_throughput[{rec['cell']}]"
-        benches.append({"group": None, "name": name, "fullname": f"tests/test_throughput.py::{name}",
-                        "params": {"cell": rec["cell"]}, "param": rec["cell"], "options": {"merged_from": "xdist"},
-                        "stats": stats, "extra_info": {k: v for k, v in rec.items() if k not in ("kind", "time")}})
-    return {"machine_info": {"node": platform.node(), "processor": platform.processor(),
-                             "machine": platform.machine(), "python_version": platform.python_version()},
-            "commit_info": {}, "benchmarks": benches,
-            "datetime": datetime.now(timezone.utc).isoformat(), "version": "specguard-merged-1"}
-
-
-def write_merged(path: Path, records: list[dict[str, Any]], run: str) -> int:
-    data = benchmark_json(records, run)
-    write_json_atomic(path, data, allow_nan=True)   # as pytest-benchmark writes its own file
-    return len(data["benchmarks"])
 
 
 def param_id(nodeid: str) -> str | None:

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from specguard.plugin import shard as sharding
-from specguard.plugin.distributed import make_scheduler, param_id, worker_slot, write_merged
+from specguard.plugin.distributed import make_scheduler, param_id, worker_slot
+from specguard.store.benchjson import write_merged
 from specguard.config.errors import SpecguardError
 from specguard.judge.gate import GateCase, group_server
 from specguard.lossless.compare import lossless_cases, lossless_pairs

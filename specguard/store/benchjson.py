@@ -12,13 +12,17 @@ keys the suite does not read are ignored.
 from __future__ import annotations
 
 import json
+import platform
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, ValidationError
 
+from specguard.files import write_json_atomic
 from specguard.config.schema import Float, Int, Name, Schema, Str, expect, must_be, reword
 from specguard.config.errors import InputError, from_validation
 
@@ -262,3 +266,32 @@ def load_lossless(path: Path) -> tuple[LosslessEntry, ...]:
         raise from_validation(path, exc) from None
     return tuple(LosslessEntry(**{**dict(r), "divergences": tuple(d.model_dump() for d in r.divergences)})
                  for r in reports)
+
+
+# --- writing: pytest-benchmark's layout from the suite's records --------------------------------
+
+def benchmark_json(records: list[dict[str, Any]], run: str) -> dict[str, Any]:
+    """pytest-benchmark's JSON layout from this run's cell records."""
+    benches = []
+    for rec in records:
+        if rec.get("run") != run or rec.get("kind") != "cell":
+            continue
+        durations = [d for d in rec.get("round_durations_s", []) if d > 0] or [0.0]
+        stats = {"min": min(durations), "max": max(durations), "mean": statistics.fmean(durations),
+                 "median": statistics.median(durations),
+                 "stddev": statistics.stdev(durations) if len(durations) > 1 else 0.0,
+                 "rounds": len(durations), "iterations": 1, "data": durations}
+        name = f"test_throughput[{rec['cell']}]"
+        benches.append({"group": None, "name": name, "fullname": f"tests/test_throughput.py::{name}",
+                        "params": {"cell": rec["cell"]}, "param": rec["cell"], "options": {"merged_from": "xdist"},
+                        "stats": stats, "extra_info": {k: v for k, v in rec.items() if k not in ("kind", "time")}})
+    return {"machine_info": {"node": platform.node(), "processor": platform.processor(),
+                             "machine": platform.machine(), "python_version": platform.python_version()},
+            "commit_info": {}, "benchmarks": benches,
+            "datetime": datetime.now(timezone.utc).isoformat(), "version": "specguard-merged-1"}
+
+
+def write_merged(path: Path, records: list[dict[str, Any]], run: str) -> int:
+    data = benchmark_json(records, run)
+    write_json_atomic(path, data, allow_nan=True)   # as pytest-benchmark writes its own file
+    return len(data["benchmarks"])

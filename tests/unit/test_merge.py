@@ -16,8 +16,8 @@ from specguard.config.matrix import Cell, load_matrix
 from specguard.files import write_json_atomic
 from specguard.lossless.compare import LosslessReport
 from specguard.plugin import shard as sharding
-from specguard.plugin.distributed import write_merged
-from specguard.store import merge
+from specguard.store.benchjson import write_merged
+from specguard.report import merge
 from specguard.store.benchjson import load_benchmark
 from specguard.store.results import append_record, now_iso, read_records
 

@@ -35,8 +35,7 @@ from typing import Any
 
 from specguard.config.errors import InputError
 from specguard.files import write_json_atomic, write_text_atomic
-from specguard.plugin.distributed import benchmark_json
-from specguard.store.benchjson import LOSSLESS_FILE, LOSSLESS_VERSION, load_benchmark, load_lossless
+from specguard.store.benchjson import LOSSLESS_FILE, LOSSLESS_VERSION, benchmark_json, load_benchmark, load_lossless
 from specguard.store.results import read_records
 
 RESULTS_FILE = "cells.jsonl"
