@@ -13,7 +13,7 @@ import dataclasses
 import pytest
 
 from specguard.judge.rules import Against
-from specguard.plugin.session import cell_baseline
+from specguard.judge.cell import cell_baseline
 from specguard.judge.verdict import Verdict
 
 pytestmark = pytest.mark.gate

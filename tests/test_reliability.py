@@ -237,7 +237,6 @@ def server_starting(run: InnerRun, tmp: Path, name: str) -> bool:
 # Ctrl-C mid-measurement (pytest stops its servers itself), and pytest terminated or killed while
 # its server is still starting: the process tree is half built and nothing but the supervisor can
 # take it down (the case that once left a server alive for 30-60 s).
-@pytest.mark.one_server
 @pytest.mark.parametrize("how, when", [("SIGINT", "request in flight"), ("SIGTERM", "server starting"),
                                        ("SIGKILL", "server starting")])
 def test_interrupted_pytest_leaves_no_vllm_process(tmp_path: Path, how: str, when: str) -> None:
@@ -260,7 +259,6 @@ def test_interrupted_pytest_leaves_no_vllm_process(tmp_path: Path, how: str, whe
     run.assert_no_orphans(timeout_s=10.0 - (time.monotonic() - killed) if how == "SIGKILL" else 60.0)
 
 
-@pytest.mark.one_server
 def test_invalid_speculative_config_is_a_clear_error_within_seconds(tmp_path: Path) -> None:
     # vLLM itself rejects prompt_lookup_min > prompt_lookup_max.
     bad = ('speculative_config = { method = "ngram", num_speculative_tokens = 4, '
@@ -280,7 +278,6 @@ def test_invalid_speculative_config_is_a_clear_error_within_seconds(tmp_path: Pa
     run.assert_no_orphans()
 
 
-@pytest.mark.one_server
 def test_port_already_taken_is_a_clear_error(tmp_path: Path) -> None:
     import socket
 
@@ -307,7 +304,6 @@ def test_port_already_taken_is_a_clear_error(tmp_path: Path) -> None:
     assert server.proc is None
 
 
-@pytest.mark.one_server
 def test_malformed_matrix_is_a_usage_error_naming_file_and_key(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text(write_matrix(tmp_path, ["a"]).read_text().replace("rounds = 2", "rounds = -2"))

@@ -1,6 +1,7 @@
 """A measured cell and its figures: the rounds (or plain/speculative pairs) one cell ran, the
 intervals they give (throughput, paired speedup, acceptance, step cost), the checks a verdict put
-on them, and the record of it all that the benchmark JSON and the results file carry."""
+on them, the record of it all that the benchmark JSON and the results file carry, and what a
+baseline file keeps of it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from specguard.judge.stats import Interval, mean_ci, paired_ratio_ci, percentile
 from specguard.judge.verdict import Check, Verdict
 from specguard.measure.metrics import Acceptance
 from specguard.measure.runner import Pair, RoundSample
+from specguard.store.baselines import CellBaseline, MetricBaseline
 
 
 def mean_itl_s(sample: RoundSample) -> float | None:
@@ -194,3 +196,31 @@ def overall_verdict(checks: Any) -> Verdict:
         if v in verdicts:
             return v
     return Verdict.OK
+
+
+def cell_baseline(m: CellMeasurement) -> CellBaseline:
+    """What a baseline file keeps of a measurement: each figure's estimate, interval and raw rounds
+    (for the speedup: each pair's ratio, or each round over the plain mean in the sequential design)."""
+    metrics: dict[str, MetricBaseline] = {}
+    if m.pairs:
+        speedups = tuple(s / p for s, p in zip(m.throughputs, m.plain_throughputs))
+    else:
+        base = m.baseline_throughputs
+        speedups = tuple(t / (sum(base) / len(base)) for t in m.throughputs) if base else ()
+    spec_itl, plain_itl = m.step_costs()
+    raw: dict[str, tuple[Any, ...]] = {
+        "output_throughput": tuple(m.throughputs),
+        "speedup": speedups,
+        "acceptance_length": tuple(a.length for a in m.acceptances),
+        "acceptance_rate": tuple(a.rate for a in m.acceptances),
+        "step_cost": tuple(s / p for s, p in zip(spec_itl, plain_itl)),
+    }
+    for name, rounds in raw.items():
+        iv = m.interval(name)
+        if iv is not None:
+            metrics[name] = MetricBaseline(iv.estimate, iv.low, iv.high, rounds)
+    if m.per_position():
+        metrics["per_position_acceptance"] = MetricBaseline(m.per_position())
+    note = None if m.pairing is None else f"pairing: {m.pairing}, {len(m.samples)} rounds, intervals at " \
+                                          f"{m.confidence:.4g} confidence"
+    return CellBaseline(m.cell.server.name, m.cell.concurrency, m.cell.category, metrics, note)

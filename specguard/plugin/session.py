@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 from dataclasses import asdict, dataclass, field
@@ -10,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from specguard.judge.aggregate import AggregateCase, StoredAggregate, aggregate_cases, aggregates_from_cells, parse_aggregates
-from specguard.store.baselines import (BaselineFile, CellBaseline, MetricBaseline, baseline_path, detect_devices,
+from specguard.store.baselines import (BaselineFile, CellBaseline, baseline_path, detect_devices,
                                  detect_profile, device_description, load_baseline, write_baseline)
 from specguard.plugin.distributed import device_env
 from specguard.config.errors import InputError
@@ -20,12 +19,13 @@ from specguard.config.matrix import Cell, Matrix, ServerConfig, load_matrix
 from specguard.serving.pool import ServerPool
 from specguard.plugin.progress import Progress
 from specguard.config.prompts import Prompt, load_prompts
-from specguard.lossless.compare import Greedy, LosslessReport, greedy_outputs, lossless_prompts
-from specguard.files import write_json_atomic
+from specguard.lossless.compare import Greedy, LosslessReport, lossless_prompts
+from specguard.lossless.runs import LosslessRuns, Target
+from specguard.store.benchjson import LOSSLESS_FILE
 from specguard.store.results import append_record, environment, now_iso
 from specguard.judge.decision import Sequential
 from specguard.judge.rules import Against, choose, deciding, judge_metrics
-from specguard.judge.cell import CellMeasurement
+from specguard.judge.cell import CellMeasurement, cell_baseline
 from specguard.measure.runner import Pair, RoundSample, pair_order, run_round
 from specguard.serving.secret import secret
 from specguard.serving.http import request_json
@@ -373,59 +373,38 @@ class SpecguardSession:
 
     # --- lossless ------------------------------------------------------------------------------
 
-    def lossless_prompt_set(self) -> list[Prompt]:
-        ls = self.matrix.lossless
-        if ls.prompts is None:
-            pool, cats = self.prompts, self.categories
-        else:
-            pool = _by_category(load_prompts(ls.prompts, base_dir=self.matrix.path.parent))
-            cats = list(pool)
-        return lossless_prompts(pool, cats, ls.num_prompts)
+    @property
+    def lossless(self) -> LosslessRuns:
+        """The lossless tests' outputs and reports (``specguard.lossless.runs``), made on first use."""
+        if "lossless" not in self.extras:
+            ls = self.matrix.lossless
+
+            def prompt_set() -> list[Prompt]:
+                if ls.prompts is None:
+                    pool, cats = self.prompts, self.categories
+                else:
+                    pool = _by_category(load_prompts(ls.prompts, base_dir=self.matrix.path.parent))
+                    cats = list(pool)
+                return lossless_prompts(pool, cats, ls.num_prompts)
+
+            self.extras["lossless"] = LosslessRuns(
+                ls, prompt_set, api_key=self.api_key or None, timeout_s=self.matrix.workload.request_timeout_s,
+                record=self.record, report_path=self.report_dir / LOSSLESS_FILE,
+                header={"matrix": self.matrix.name, **self.environment})
+        return self.extras["lossless"]
 
     def greedy(self, configs: list[tuple[ServerConfig, Any]], concurrency: int,
-                    prompts: list[Prompt] | None = None) -> list[list[Greedy]]:
-        """Greedy outputs of each (config, live server or None) at ``concurrency``, all requested at
-        once: a plain server and its speculative server run on cores of their own, and these
-        requests are functional, not timed, so they need not wait for each other."""
-        cache = self.extras.setdefault("greedy", {})
-        ls = self.matrix.lossless
-        # The lossless prompt set is requested once per (config, concurrency) and reused by every
-        # comparison; prompts given (generated ones) are requested every time.
-        todo = list(range(len(configs))) if prompts is not None else \
-            [i for i, (config, _) in enumerate(configs) if (config.name, concurrency) not in cache]
-
-        async def both() -> list[list[Greedy]]:
-            async def one(config: ServerConfig, server: Any) -> list[Greedy]:
-                server = server or self.pool.get(config)
-                return await greedy_outputs(server.base_url, self.served_model(server, config),
-                                            prompts if prompts is not None else self.lossless_prompt_set(),
-                                            concurrency=concurrency, max_tokens=ls.max_tokens,
-                                            top_logprobs=ls.top_logprobs, seed=ls.seed,
-                                            api_key=self.api_key or None,
-                                            timeout_s=self.matrix.workload.request_timeout_s)
-            return list(await asyncio.gather(*(one(*configs[i]) for i in todo)))
-
-        got = dict(zip(todo, run_sync(both()) if todo else []))
-        out = []
-        for i, (config, _) in enumerate(configs):
-            if i not in got:
-                out.append(cache[(config.name, concurrency)])
-                continue
-            if prompts is None:
-                cache[(config.name, concurrency)] = got[i]
-                self.record("greedy", {"key": f"{config.name}-c{concurrency}",
-                                       "outputs": [g.to_json() for g in got[i]]})
-            out.append(got[i])
-        return out
+               prompts: list[Prompt] | None = None) -> list[list[Greedy]]:
+        """Greedy outputs of each (config, live server or None: the pool's) at ``concurrency``,
+        requested at once (see ``LosslessRuns.outputs``)."""
+        targets = []
+        for config, server in configs:
+            server = server or self.pool.get(config)
+            targets.append(Target(config.name, server.base_url, self.served_model(server, config)))
+        return self.lossless.outputs(targets, concurrency, prompts, run=run_sync)
 
     def record_lossless(self, report: LosslessReport) -> None:
-        """Keep the report, rewrite lossless.json (next to the benchmark JSON) and append to the JSONL."""
-        reports = self.extras.setdefault("lossless_reports", {})
-        reports[report.case] = report
-        write_json_atomic(self.report_dir / "lossless.json",
-                          {"version": 1, "matrix": self.matrix.name, **self.environment,
-                           "reports": [r.to_json() for r in reports.values()]})
-        self.record("lossless", report.to_json())
+        self.lossless.add_report(report)
 
     def update_baselines(self) -> Path | None:
         """Merge this session's measurements into the profile's baseline file (atomically)."""
@@ -452,34 +431,6 @@ def _by_category(prompts: list[Prompt]) -> dict[str, list[Prompt]]:
 
 def plain_rounds(one_round: Callable[[], RoundSample], n: int) -> list[RoundSample]:
     return [one_round() for _ in range(n)]
-
-
-def cell_baseline(m: CellMeasurement) -> CellBaseline:
-    """What a baseline file keeps of a measurement: each figure's estimate, interval and raw rounds
-    (for the speedup: each pair's ratio, or each round over the plain mean in the sequential design)."""
-    metrics: dict[str, MetricBaseline] = {}
-    if m.pairs:
-        speedups = tuple(s / p for s, p in zip(m.throughputs, m.plain_throughputs))
-    else:
-        base = m.baseline_throughputs
-        speedups = tuple(t / (sum(base) / len(base)) for t in m.throughputs) if base else ()
-    spec_itl, plain_itl = m.step_costs()
-    raw: dict[str, tuple[Any, ...]] = {
-        "output_throughput": tuple(m.throughputs),
-        "speedup": speedups,
-        "acceptance_length": tuple(a.length for a in m.acceptances),
-        "acceptance_rate": tuple(a.rate for a in m.acceptances),
-        "step_cost": tuple(s / p for s, p in zip(spec_itl, plain_itl)),
-    }
-    for name, rounds in raw.items():
-        iv = m.interval(name)
-        if iv is not None:
-            metrics[name] = MetricBaseline(iv.estimate, iv.low, iv.high, rounds)
-    if m.per_position():
-        metrics["per_position_acceptance"] = MetricBaseline(m.per_position())
-    note = None if m.pairing is None else f"pairing: {m.pairing}, {len(m.samples)} rounds, intervals at " \
-                                          f"{m.confidence:.4g} confidence"
-    return CellBaseline(m.cell.server.name, m.cell.concurrency, m.cell.category, metrics, note)
 
 
 def _urls(given: tuple[str, ...]) -> dict[str, str]:

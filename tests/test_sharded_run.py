@@ -99,7 +99,7 @@ def write_inner_matrix(tmp: Path, outer: Matrix, plain: ServerConfig, spec: Serv
 name = "shard-demo"
 id_prefix = "shard"
 marker = "{outer.marker}"
-description = "tests/test_shard.py: the outer session's plain and n-gram servers, two categories"
+description = "tests/test_sharded_run.py: the outer session's plain and n-gram servers, two categories"
 
 {server_toml(plain)}
 {server_toml(spec)}
