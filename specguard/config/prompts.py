@@ -37,9 +37,14 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from specguard.config.errors import InputError
+from pydantic import AliasChoices, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo
+from pydantic import field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from specguard.config.errors import InputError, from_validation
+from specguard.config.schema import Int, Name, Schema, Str, error_at, expect, must_be
 
 SPEED_BENCH_CATEGORIES = (
     "coding", "humanities", "math", "multilingual", "qa", "rag",
@@ -181,11 +186,6 @@ class _Loc:
 Rows = Iterable[tuple[_Loc, Any]]
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def _hf_rows(source: str, repo: str, config: str | None, revision: str | None) -> Rows:
     import datasets  # heavy import, only for sources that need it
 
@@ -260,62 +260,117 @@ def _json_loads(text: str, path: Path, field: str | None) -> Any:
         raise InputError(path, field, f"invalid JSON: {exc}") from exc
 
 
+# --- a row's schema ----------------------------------------------------------------------------------
+
+# A required key's default: validate_default checks it, so a missing key is reported in field order.
+_ABSENT: Any = object()
+
+
+def _required(hint: str = "") -> BeforeValidator:
+    """An absent key reads ``missing required key`` (no value is shown: there is none)."""
+    def check(value: Any) -> Any:
+        if value is _ABSENT:
+            raise PydanticCustomError("missing", "missing required key" + hint)
+        return value
+    return BeforeValidator(check)
+
+
+_Id = Annotated[Int | Name, expect("a non-empty string or an integer")]
+_Category = Annotated[Name, expect("a non-empty string"), _required()]
+Located = tuple[str, str]  # (text, field it came from, within the row)
+
+
+class _Message(Schema):
+    role: Literal["system", "user", "assistant"]
+    content: Annotated[Str, expect("a non-empty string")] = Field(None, validate_default=True)  # absent: None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _with_a_role(cls, data: Any) -> Any:   # a bad role is the message's error; any Mapping is an object
+        if not (isinstance(data, Mapping) and data.get("role") in ("system", "user", "assistant")):
+            raise PydanticCustomError("specguard", "expected {role: system|user|assistant, content}")
+        return dict(data)
+
+    @field_validator("content")
+    @classmethod
+    def _empty_only_for_assistant(cls, content: str, info: ValidationInfo) -> str:
+        if not content and info.data["role"] != "assistant":
+            raise PydanticCustomError("specguard", "expected a non-empty string")
+        return content
+
+
+class _Row(Schema):
+    model_config = ConfigDict(validate_default=True)   # for the _ABSENT defaults
+
+    @model_validator(mode="before")
+    @classmethod
+    def _an_object(cls, data: Any) -> Any:   # runs before Schema's own check, which would name the value
+        if not isinstance(data, Mapping):
+            raise PydanticCustomError("specguard", f"expected an object, got {type(data).__name__}")
+        return dict(data)
+
+
+class _TurnsRow(_Row):
+    """SPEED-Bench: ``question_id``, ``category``, ``turns``; any ``messages`` or ``id`` is ignored."""
+
+    question_id: Annotated[_Id, _required()] = _ABSENT
+    category: _Category = _ABSENT
+    turns: Annotated[list[Name], Field(strict=True, min_length=1),   # strict: a list, not a tuple
+                     expect("a non-empty list of non-empty strings"), _required(" (or give 'messages')")] \
+        = _ABSENT
+
+    def prompt(self) -> Prompt:
+        return Prompt(str(self.question_id), self.category, tuple(self.turns))
+
+    def texts(self) -> list[Located]:
+        return [(t, f"turns[{i}]") for i, t in enumerate(self.turns)]
+
+
+class _MessagesRow(_Row):
+    """NeMo-Skills: ``question_id`` (or, where that is absent or null, ``id``), ``category``, ``messages``."""
+
+    question_id: Annotated[_Id, _required(" (or 'id')")] = Field(
+        _ABSENT, validation_alias=AliasChoices("question_id", "id"))
+    category: _Category = _ABSENT
+    messages: Annotated[list[_Message], must_be(lambda m: isinstance(m, list), "a list of {role, content}")]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_question_id_gives_way(cls, data: Any) -> Any:   # a table has both columns, one of them null
+        if isinstance(data, Mapping) and data.get("question_id") is None:
+            data = {k: v for k, v in data.items() if k != "question_id"}
+        return data
+
+    @field_validator("messages")
+    @classmethod
+    def _system_first_then_users(cls, messages: list[_Message]) -> list[_Message]:
+        for i, m in enumerate(messages):
+            if m.role == "system" and any(p.role != "assistant" for p in messages[:i]):
+                problem = "at most one system message, before the first user message"
+                raise error_at((i,), problem, m.model_dump())
+        if not any(m.role == "user" for m in messages):
+            raise PydanticCustomError("specguard", "expected at least one user message")
+        return messages
+
+    def prompt(self) -> Prompt:
+        system = next((m.content for m in self.messages if m.role == "system"), None)
+        return Prompt(str(self.question_id), self.category,
+                      tuple(m.content for m in self.messages if m.role == "user"), system)
+
+    def texts(self) -> list[Located]:
+        """The user turns, then the system message: where a placeholder is looked for, in that order."""
+        fields = [(m, f"messages[{i}].content") for i, m in enumerate(self.messages)]
+        return [(m.content, f) for role in ("user", "system") for m, f in fields if m.role == role]
+
+
 def _parse_row(row: Any, where: _Loc, label: str) -> tuple[Prompt, str | None]:
     """A row as a Prompt, plus the field holding the placeholder text (None if none does)."""
-    if not isinstance(row, Mapping):
-        raise InputError(label, where.name, f"expected an object, got {type(row).__name__}")
-    use_messages = row.get("messages") is not None and row.get("turns") is None
-    id_key = "question_id" if row.get("question_id") is not None or not use_messages else "id"
-    if id_key not in row:
-        raise InputError(label, where("question_id"), "missing required key" + " (or 'id')" * use_messages)
-    qid = row[id_key]
-    if isinstance(qid, bool) or not (isinstance(qid, int) or (isinstance(qid, str) and qid)):
-        raise InputError(label, where(id_key), f"expected a non-empty string or an integer, got {_short(qid)}")
-    category = row.get("category")
-    if not (isinstance(category, str) and category):
-        got = f"expected a non-empty string, got {_short(category)}"
-        raise InputError(label, where("category"), got if "category" in row else "missing required key")
-    if use_messages:
-        system, turns = _from_messages(row["messages"], where, label)
-    else:
-        system, raw = None, row.get("turns")
-        if "turns" not in row:
-            raise InputError(label, where("turns"), "missing required key (or give 'messages')")
-        if not (isinstance(raw, list) and raw and all(isinstance(t, str) and t for t in raw)):
-            got = f"expected a non-empty list of non-empty strings, got {_short(raw)}"
-            raise InputError(label, where("turns"), got)
-        turns = [(t, where(f"turns[{i}]")) for i, t in enumerate(raw)]
-    placeholder = next((f for t, f in turns if PLACEHOLDER.lower() in t.lower()), None)
-    if system is not None and placeholder is None and PLACEHOLDER.lower() in system[0].lower():
-        placeholder = system[1]
-    prompt = Prompt(str(qid), category, tuple(t for t, _ in turns), system[0] if system else None)
-    return prompt, placeholder
-
-
-Located = tuple[str, str]  # (text, field it came from)
-
-
-def _from_messages(messages: Any, where: _Loc, label: str) -> tuple[Located | None, list[Located]]:
-    """(system text and field, [(user turn, field)]) from a NeMo-Skills ``messages`` list."""
-    if not isinstance(messages, list):
-        got = f"expected a list of {{role, content}}, got {_short(messages)}"
-        raise InputError(label, where("messages"), got)
-    system: Located | None = None
-    turns: list[Located] = []
-    for i, msg in enumerate(messages):
-        field = where(f"messages[{i}]")
-        if not isinstance(msg, Mapping) or msg.get("role") not in ("system", "user", "assistant"):
-            got = f"expected {{role: system|user|assistant, content}}, got {_short(msg)}"
-            raise InputError(label, field, got)
-        content, role = msg.get("content"), msg["role"]
-        if not isinstance(content, str) or (role != "assistant" and not content):
-            raise InputError(label, f"{field}.content", f"expected a non-empty string, got {_short(content)}")
-        if role == "system":
-            if system is not None or turns:
-                raise InputError(label, field, "at most one system message, before the first user message")
-            system = (content, f"{field}.content")
-        elif role == "user":
-            turns.append((content, f"{field}.content"))
-    if not turns:
-        raise InputError(label, where("messages"), "expected at least one user message")
-    return system, turns
+    messages_form = isinstance(row, Mapping) and row.get("messages") is not None and row.get("turns") is None
+    form: type[_TurnsRow | _MessagesRow] = _MessagesRow if messages_form else _TurnsRow
+    try:
+        parsed = form.model_validate(row)
+    except ValidationError as exc:
+        err = from_validation(label, exc)   # its field is within the row (`turns`), None for the row itself
+        raise InputError(label, where(err.field) if err.field else where.name, err.problem) from None
+    placeholder = next((f for t, f in parsed.texts() if PLACEHOLDER.lower() in t.lower()), None)
+    return parsed.prompt(), placeholder and where(placeholder)

@@ -219,20 +219,71 @@ def test_nemo_skills_messages_form(tmp_path: Path) -> None:
     assert load_prompts("n.parquet", base_dir=tmp_path) == expected
 
 
+_SYSTEM_RULE = "at most one system message, before the first user message"
+_ROLE = r"expected \{role: system\|user\|assistant, content\}"
+_USER, _SYSTEM = {"role": "user", "content": "a"}, {"role": "system", "content": "s"}
+
+
 @pytest.mark.parametrize(
     ("messages", "match"),
     [
-        ([{"role": "assistant", "content": "x"}], "at least one user message"),
-        ([{"role": "tool", "content": "x"}], r"messages\[0\]"),
-        ([{"role": "user", "content": 3}], r"messages\[0\]\.content"),
-        ([{"role": "user", "content": "a"}, {"role": "system", "content": "s"}], "system message"),
-        ("hello", "messages"),
+        ([{"role": "assistant", "content": "x"}],
+         r"messages: expected at least one user message, got \[\{'role': 'assistant', 'content': 'x'\}\]"),
+        ([], r"messages: expected at least one user message, got \[\]"),
+        ([{"role": "tool", "content": "x"}],
+         rf"messages\[0\]: {_ROLE}, got \{{'role': 'tool', 'content': 'x'\}}"),
+        (["hi"], rf"messages\[0\]: {_ROLE}, got 'hi'"),
+        ([{"role": "user", "content": 3}], r"messages\[0\]\.content: expected a non-empty string, got 3"),
+        ([{"role": "user", "content": ""}], r"messages\[0\]\.content: expected a non-empty string, got ''"),
+        ([{"role": "user"}], r"messages\[0\]\.content: expected a non-empty string, got None"),
+        ([{"role": "assistant", "content": 3}, _USER],
+         r"messages\[0\]\.content: expected a non-empty string, got 3"),
+        ([_USER, _SYSTEM],
+         rf"messages\[1\]: {_SYSTEM_RULE}, got \{{'role': 'system', 'content': 's'\}}"),
+        ([_SYSTEM, {"role": "system", "content": "t"}, _USER],
+         rf"messages\[1\]: {_SYSTEM_RULE}, got \{{'role': 'system', 'content': 't'\}}"),
+        ("hello", r"messages: expected a list of \{role, content\}, got 'hello'"),
     ],
 )
 def test_bad_messages_are_input_errors(tmp_path: Path, messages: Any, match: str) -> None:
     _write(tmp_path / "n.jsonl", [{"id": "a", "category": "chat", "messages": messages}])
-    with pytest.raises(InputError, match=match):
+    with pytest.raises(InputError, match=r"n\.jsonl: line 1: " + match):
         load_prompts("n.jsonl", base_dir=tmp_path)
+
+
+def test_empty_assistant_replies_and_an_assistant_before_the_system_message_are_fine(tmp_path: Path) -> None:
+    reply = {"role": "assistant", "content": ""}
+    msgs = [reply, _SYSTEM, _USER, reply, {"role": "user", "content": "b"}]
+    _write(tmp_path / "n.json", [{"id": "x", "category": "chat", "messages": msgs}])
+    assert load_prompts("n.json", base_dir=tmp_path) == [Prompt("x", "chat", ("a", "b"), system="s")]
+
+
+@pytest.mark.parametrize(
+    ("row", "match"),
+    [
+        ({"category": "chat"}, r"question_id: missing required key \(or 'id'\)$"),
+        ({"question_id": None, "category": "chat"}, r"question_id: missing required key \(or 'id'\)$"),
+        ({"question_id": None, "id": None, "category": "chat"},
+         "id: expected a non-empty string or an integer, got None"),
+        ({"id": True, "category": "chat"}, "id: expected a non-empty string or an integer, got True"),
+        ({"id": "a"}, "category: missing required key$"),
+        ({"id": "a", "category": ""}, "category: expected a non-empty string, got ''"),
+    ],
+)
+def test_bad_nemo_skills_ids_and_categories(tmp_path: Path, row: dict[str, Any], match: str) -> None:
+    _write(tmp_path / "n.json", [{**row, "messages": [{"role": "user", "content": "hi"}]}])
+    with pytest.raises(InputError, match=r"n\.json: rows\[0\]\." + match):
+        load_prompts("n.json", base_dir=tmp_path)
+
+
+def test_columns_of_the_other_form_and_unknown_ones_are_ignored_even_nan(tmp_path: Path) -> None:
+    (tmp_path / "p.jsonl").write_text(
+        '{"question_id": "a", "category": "qa", "turns": ["hi"], "id": NaN, "messages": NaN, "x": NaN}\n'
+        '{"question_id": "b", "category": "qa", "turns": ["t"], "messages": [{"role": "user"}]}\n'
+        '{"question_id": null, "id": "c", "category": "qa", "turns": null, "src_id": -Infinity,'
+        ' "messages": [{"role": "user", "content": "u", "name": NaN}]}\n', encoding="utf-8")
+    assert load_prompts("p.jsonl", base_dir=tmp_path) == [
+        Prompt("a", "qa", ("hi",)), Prompt("b", "qa", ("t",)), Prompt("c", "qa", ("u",))]
 
 
 # --- bad input ----------------------------------------------------------------------------------
@@ -244,15 +295,20 @@ def test_duplicate_question_id(tmp_path: Path) -> None:
         load_prompts("p.json", base_dir=tmp_path)
 
 
+_TURNS, _ID = "expected a non-empty list of non-empty strings", "expected a non-empty string or an integer"
+
+
 @pytest.mark.parametrize(
     ("text", "match"),
     [
-        ('{"question_id": "a", "category": "qa", "turns": "hi"}\n', "line 1: turns: expected a non-empty list"),
+        ('{"question_id": "a", "category": "qa", "turns": "hi"}\n', f"line 1: turns: {_TURNS}, got 'hi'"),
         ('{"question_id": "a", "category": "qa", "turns": ["hi"]}\n{"question_id": "b", "cat', "line 2: invalid"),
-        ('{"question_id": NaN, "category": "qa", "turns": ["hi"]}\n', "line 1: question_id: .* got nan"),
-        ('{"question_id": "a", "category": "qa", "turns": [Infinity]}\n', "line 1: turns: expected"),
-        ('\n\n{"category": "qa", "turns": ["hi"]}\n', "line 3: question_id: missing"),
-        ("[1, 2]\n", "line 1: expected an object"),
+        ('{"question_id": NaN, "category": "qa", "turns": ["hi"]}\n', f"line 1: question_id: {_ID}, got nan"),
+        ('{"question_id": "a", "category": "qa", "turns": [Infinity]}\n', rf"line 1: turns: {_TURNS}, got \[inf\]"),
+        ('\n\n{"category": "qa", "turns": ["hi"]}\n', "line 3: question_id: missing required key$"),
+        ('{"question_id": "a", "category": "qa"}\n', r"line 1: turns: missing required key \(or give 'messages'\)$"),
+        ('{"question_id": "a", "category": 3, "turns": ["hi"]}\n', "line 1: category: expected a non-empty string, got 3"),
+        ("[1, 2]\n", "line 1: expected an object, got list"),
         ("\n", "no rows"),
     ],
 )
@@ -287,7 +343,7 @@ def test_missing_file_and_bad_disk_folder(tmp_path: Path) -> None:
 
 def test_parquet_with_wrong_column_types(tmp_path: Path) -> None:
     _write(tmp_path / "p.parquet", [{"question_id": 1.5, "category": "qa", "turns": ["x"]}])
-    with pytest.raises(InputError, match=r"p\.parquet: rows\[0\]\.question_id: expected"):
+    with pytest.raises(InputError, match=r"p\.parquet: rows\[0\]\.question_id: expected .*, got 1\.5"):
         load_prompts("p.parquet", base_dir=tmp_path)
 
 
@@ -333,6 +389,60 @@ def test_corrupted_rows_always_raise_input_error_naming_the_file(
     assert name in str(info.value)
     location = f"line {index + 1}" if name.endswith(".jsonl") else f"rows[{index}]"
     assert location in str(info.value)
+
+
+_TEXT = st.text(min_size=1, max_size=12)
+_JUNK = st.none() | st.just(float("nan")) | st.integers() | st.text(max_size=4) | st.lists(st.booleans())
+_IGNORED = st.dictionaries(st.sampled_from(["sub_category", "src_id", "difficulty", "x"]), _JUNK, max_size=3)
+
+
+@st.composite
+def _valid_row(draw: st.DrawFn, qid: int | str) -> tuple[dict[str, Any], Prompt]:
+    """A valid row of either form with ignored columns (NaN among them), and the prompt it must give."""
+    category = draw(st.sampled_from(["coding", "math", "qa"]))
+    turns = draw(st.lists(_TEXT, min_size=1, max_size=3))
+    row: dict[str, Any] = {**draw(_IGNORED), "category": category}
+    if draw(st.booleans()):  # SPEED-Bench: an id or messages column beside turns is ignored
+        other_form = draw(st.dictionaries(st.sampled_from(["id", "messages"]), _JUNK))
+        row.update(question_id=qid, turns=turns, **other_form)
+        return row, Prompt(str(qid), category, tuple(turns))
+    system = draw(st.none() | _TEXT)
+    messages = [{"role": "assistant", "content": draw(st.text(max_size=3))}] if draw(st.booleans()) else []
+    messages += [{"role": "system", "content": system}] if system is not None else []
+    for i, turn in enumerate(turns):
+        messages.append({"role": "user", "content": turn})
+        if i < len(turns) - 1 or draw(st.booleans()):  # a stored reply, possibly empty, is dropped
+            messages.append({"role": "assistant", "content": draw(st.text(max_size=3))})
+    ids = draw(st.sampled_from([{"id": qid}, {"question_id": qid}, {"question_id": None, "id": qid},
+                                {"question_id": qid, "id": float("nan")}]))
+    table = draw(st.sampled_from([{}, {"turns": None}]))  # a table has both forms' columns
+    row.update(messages=messages, **ids, **table)
+    return row, Prompt(str(qid), category, tuple(turns), system)
+
+
+@st.composite
+def _valid_rows(draw: st.DrawFn) -> list[tuple[dict[str, Any], Prompt]]:
+    ids = st.lists(st.integers() | st.text(min_size=1, max_size=6), min_size=1, max_size=6, unique_by=str)
+    return [draw(_valid_row(qid)) for qid in draw(ids)]
+
+
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=_valid_rows(), as_json_list=st.booleans())
+def test_random_valid_rows_round_trip(rows: list[tuple[dict[str, Any], Prompt]], as_json_list: bool) -> None:
+    name = "rows.json" if as_json_list else "rows.jsonl"
+    with tempfile.TemporaryDirectory() as tmp:
+        _write(Path(tmp) / name, [row for row, _ in rows])  # json.dumps writes NaN, which the loader parses
+        assert load_prompts(name, base_dir=Path(tmp)) == [prompt for _, prompt in rows]
+
+
+def test_rows_and_messages_may_be_any_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import MappingProxyType as Frozen
+
+    rows = [Frozen(_row("a", "qa")), Frozen({"id": "b", "category": "qa", "messages": [Frozen(
+        {"role": "user", "content": "hi"})]})]
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: rows)
+    expected = [Prompt("a", "qa", ("prompt a",)), Prompt("b", "qa", ("hi",))]
+    assert load_prompts("hf:a/b", base_dir=Path(".")) == expected
 
 
 # --- hub sources --------------------------------------------------------------------------------
