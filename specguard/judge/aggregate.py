@@ -120,6 +120,13 @@ def category_pair_speedups(ratios_by_category: Mapping[str, Sequence[float]]) ->
     return tuple(math.exp(math.fsum(math.log(v[r]) for v in ratios_by_category.values()) / k) for r in range(n))
 
 
+def _paired_interval(ratios_by_category: Mapping[str, Sequence[float]],
+                     confidence: float) -> tuple[tuple[float, ...], Interval]:
+    """The per-pair geometric means and the paired t interval on their logs."""
+    g = category_pair_speedups(ratios_by_category)
+    return g, paired_ratio_ci(g, [1.0] * len(g), confidence)
+
+
 def paired_aggregate_speedup(cells: Sequence[CellMeasurement], confidence: float = 0.95) -> Interval | None:
     """The aggregate speedup of a speculative server measured in pairs: the geometric mean over
     categories of each category's paired speedup, with the cells' own paired t interval on the
@@ -128,9 +135,8 @@ def paired_aggregate_speedup(cells: Sequence[CellMeasurement], confidence: float
     times. None when a cell was not measured in pairs."""
     if not cells or any(not m.pairs for m in cells):
         return None
-    g = category_pair_speedups({m.cell.category: [s / p for s, p in zip(m.throughputs, m.plain_throughputs)]
-                                for m in cells})
-    return paired_ratio_ci(g, [1.0] * len(g), confidence)
+    return _paired_interval({m.cell.category: [s / p for s, p in zip(m.throughputs, m.plain_throughputs)]
+                             for m in cells}, confidence)[1]
 
 
 @dataclass(frozen=True)
@@ -168,7 +174,7 @@ def aggregates_from_cells(cells: Mapping[str, CellBaseline], matrix: Matrix, con
             [float(r) for r in tp.rounds] if tp is not None else []
         paired = (cell.note or "").startswith("pairing: interleaved") and sp is not None and bool(sp.rounds)
         pair_ratios.setdefault((cell.server, cell.concurrency), {})[cell.category] = \
-            [float(r) for r in sp.rounds] if paired and sp is not None else []
+            [float(r) for r in sp.rounds] if paired else []
     out: dict[str, dict[str, Any]] = {}
     for case in aggregate_cases(matrix):
         by_cat = rounds.get((case.server.name, case.concurrency))
@@ -181,7 +187,7 @@ def aggregates_from_cells(cells: Mapping[str, CellBaseline], matrix: Matrix, con
         base_by_cat = rounds.get((base.name, case.concurrency)) if base is not None else None
         ratios = pair_ratios.get((case.server.name, case.concurrency), {})
         if base is not None and ratios and all(ratios.values()):
-            sp = paired_ratio_ci(g := category_pair_speedups(ratios), [1.0] * len(g), confidence)
+            g, sp = _paired_interval(ratios, confidence)
             metrics["speedup"] = MetricBaseline(sp.estimate, sp.low, sp.high, g, PAIRED_GEOMEAN)
         elif base_by_cat and all(base_by_cat.values()) and set(base_by_cat) == set(by_cat):
             sp = ratio_ci(means, category_round_means(base_by_cat), confidence)

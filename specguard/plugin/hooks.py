@@ -303,11 +303,13 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     items.sort(key=lambda item: _order_key(s, item))   # stable: collection order breaks ties
     shard = config.stash.get(SHARD_KEY, None)
     if shard is not None:
-        drop = [item for item in items if not shard.keeps(param_id(item.nodeid))]
+        kept, drop = [], []
+        for item in items:
+            (kept if shard.keeps(param_id(item.nodeid)) else drop).append(item)
         shard.offered, shard.deselected = len(items), len(drop)
         if drop:
             config.hook.pytest_deselected(items=drop)
-            items[:] = [item for item in items if shard.keeps(param_id(item.nodeid))]
+            items[:] = kept
 
     reason = _skip_reason(s)
     if reason:
