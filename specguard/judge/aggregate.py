@@ -135,8 +135,7 @@ def paired_aggregate_speedup(cells: Sequence[CellMeasurement], confidence: float
     times. None when a cell was not measured in pairs."""
     if not cells or any(not m.pairs for m in cells):
         return None
-    return _paired_interval({m.cell.category: [s / p for s, p in zip(m.throughputs, m.plain_throughputs)]
-                             for m in cells}, confidence)[1]
+    return _paired_interval({m.cell.category: m.pair_speedups for m in cells}, confidence)[1]
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,11 @@ class CellMeasurement:
         return [p.plain.result.output_throughput for p in self.pairs]
 
     @property
+    def pair_speedups(self) -> list[float]:
+        """Each pair's ratio: the speculative round's throughput over its plain round's."""
+        return [s / p for s, p in zip(self.throughputs, self.plain_throughputs)]
+
+    @property
     def acceptances(self) -> list[Acceptance]:
         return [s.acceptance for s in self.samples if s.acceptance is not None]
 
@@ -114,7 +119,7 @@ class CellMeasurement:
             if w:
                 out.append(w)
         if self.pairs and len(self.pairs) >= 2:
-            ratios = [s / p for s, p in zip(self.throughputs, self.plain_throughputs)]
+            ratios = self.pair_speedups
             w = stability_warning(summarize(ratios), f"{self.cell.id} paired speedup")
             if w:
                 out.append(w)
@@ -154,7 +159,7 @@ class CellMeasurement:
         info["per_position_acceptance"] = list(self.per_position()) or None
         if self.pairs:
             info["baseline_round_throughputs"] = self.plain_throughputs
-            info["round_speedups"] = [s / p for s, p in zip(self.throughputs, self.plain_throughputs)]
+            info["round_speedups"] = self.pair_speedups
             info["pair_plain_first"] = [p.plain_first for p in self.pairs]
         elif self.baseline_throughputs:
             info["baseline_round_throughputs"] = list(self.baseline_throughputs)
@@ -203,7 +208,7 @@ def cell_baseline(m: CellMeasurement) -> CellBaseline:
     (for the speedup: each pair's ratio, or each round over the plain mean in the sequential design)."""
     metrics: dict[str, MetricBaseline] = {}
     if m.pairs:
-        speedups = tuple(s / p for s, p in zip(m.throughputs, m.plain_throughputs))
+        speedups = tuple(m.pair_speedups)
     else:
         base = m.baseline_throughputs
         speedups = tuple(t / (sum(base) / len(base)) for t in m.throughputs) if base else ()
