@@ -10,6 +10,8 @@ t0=$(date +%s)
 bash ci/setup.sh
 echo "setup: $(( $(date +%s) - t0 )) s"
 py="${SPECGUARD_VENV:-.venv}/bin/python"
+# The suite's own modules keep a bytecode cache (ci/setup.sh says why).
+unset PYTHONDONTWRITEBYTECODE
 mkdir -p results
 categories=${SPECGUARD_CATEGORIES:-coding}
 concurrency=${SPECGUARD_CONCURRENCY:-1}

@@ -34,7 +34,8 @@ def test_gate(gate_case, specguard, vllm_servers):
         against = Against(cell_baseline(first), "a run minutes earlier", True)
         # Measured anew and judged against the first run with the suite's own sequential design.
         second = specguard.measure_fresh(case.candidate, against=against, confidence=GATE_CONFIDENCE)
-        checks = {k: c for k, c in second.checks.items() if k != "min_speedup"}
+        # What decides (an advisory figure, such as a CPU VM's tok/s, is reported and never fails).
+        checks = {k: c for k, c in second.checks.items() if k != "min_speedup" and not c.advisory}
         specguard.record("gate", {"case": case.id, "checks": [c.describe() for c in checks.values()],
                                   "rerun": specguard.cell_info(second)})
         assert checks, f"{case.id}: nothing was judged"

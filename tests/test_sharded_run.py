@@ -13,17 +13,14 @@ outer record, not into an assertion.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
+from _live import ROOT, inner_pytest, live_ngram_pair, write_live_matrix
 
 from specguard.config.matrix import Matrix, ServerConfig, load_matrix
 from specguard.plugin import shard as sharding
@@ -31,8 +28,6 @@ from specguard.serving.server import vllm_distribution
 from specguard.store.benchjson import load_benchmark
 from specguard.store.results import read_records
 
-ROOT = Path(__file__).resolve().parent.parent
-PROMPTS = ROOT / "fixtures" / "prompts" / "speed-sample.jsonl"
 SHARDS = 3
 pytestmark = [
     pytest.mark.shard,
@@ -40,103 +35,10 @@ pytestmark = [
 ]
 
 
-def _ngram_pair(matrix: Matrix) -> tuple[ServerConfig, ServerConfig] | None:
-    for server in matrix.server_order():
-        plain = matrix.baseline_of(server)
-        if server.perf and plain is not None and plain.perf and (server.spec or {}).get("method") == "ngram":
-            return plain, server
-    return None
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)   # a JSON string is a TOML basic string
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"no TOML for {value!r}")
-
-
-def _min_speedup(floors: tuple[tuple[tuple[int, str], float], ...]) -> Any:
-    """ServerConfig.min_speedup in the matrix's form: a number, or { c1 = 1.1 } / { c1 = { coding = 1.2 } }."""
-    if len(floors) == 1 and floors[0][0] == (0, ""):
-        return floors[0][1]
-    out: dict[str, Any] = {}
-    for (c, category), floor in floors:
-        if c == 0:
-            continue   # a server-wide floor beside per-concurrency ones: the specific ones decide these cells
-        if category:
-            out.setdefault(f"c{c}", {})[category] = floor
-        else:
-            out[f"c{c}"] = floor
-    return out
-
-
-def server_toml(config: ServerConfig) -> str:
-    """One ``[[servers]]`` table with every field of ``config`` (no [defaults]: nothing is inherited)."""
-    lines = ["[[servers]]"]
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if value is None or (f.name in ("env", "min_speedup") and not value):
-            continue
-        if f.name == "speculative_config":
-            value = json.loads(value)
-        elif f.name == "env":
-            value = dict(value)
-        elif f.name == "min_speedup":
-            value = _min_speedup(value)
-        lines.append(f"{f.name} = {_toml(value)}")
-    return "\n".join(lines) + "\n"
-
-
 def write_inner_matrix(tmp: Path, outer: Matrix, plain: ServerConfig, spec: ServerConfig) -> Path:
-    text = f"""version = 1
-name = "shard-demo"
-id_prefix = "shard"
-marker = "{outer.marker}"
-description = "tests/test_sharded_run.py: the outer session's plain and n-gram servers, two categories"
-
-{server_toml(plain)}
-{server_toml(spec)}
-[workload]
-prompts = {json.dumps(str(PROMPTS))}
-categories = ["coding", "math"]
-concurrency = [1]
-max_tokens = 8
-num_prompts = 2
-warmup_requests = 0          # the outer session's servers are warm already
-rounds = 1
-max_rounds = 1
-requests_per_concurrency = 1
-request_timeout_s = 300
-"""
-    path = tmp / "shard-demo.toml"
-    path.write_text(text)
-    return path
-
-
-def inner_pytest(tmp: Path, name: str, matrix: Path, urls: dict[str, str], api_key: str,
-                 *extra: str) -> tuple[int, str, float]:
-    """(exit status, output, seconds) of one inner pytest writing into tmp/name/."""
-    folder = tmp / name
-    folder.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-o", "addopts=", "--matrix", str(matrix),
-           *[arg for n, url in urls.items() for arg in ("--vllm-url", f"{n}={url}")],
-           "--results-dir", str(folder), "--benchmark-json", str(folder / "benchmark.json"),
-           "--baseline-dir", str(tmp / "baselines"),
-           str(ROOT / "tests" / "test_throughput.py"), str(ROOT / "tests" / "test_speedup.py"), *extra]
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "SPECGUARD_MATRIX")}
-    env.update(PYTHONUNBUFFERED="1", SPECGUARD_API_KEY=api_key)   # the key never on a command line
-    t0 = time.monotonic()
-    with open(folder.with_suffix(".log"), "w") as log:
-        done = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
-                              timeout=1200, check=False)
-    return done.returncode, folder.with_suffix(".log").read_text(errors="replace"), time.monotonic() - t0
+    return write_live_matrix(tmp / "shard-demo.toml", "shard-demo", outer.marker,
+                             "tests/test_sharded_run.py: the outer session's plain and n-gram servers, two categories",
+                             [plain, spec], ["coding", "math"])
 
 
 def structure(markdown: str) -> list[str]:
@@ -148,13 +50,7 @@ def structure(markdown: str) -> list[str]:
 
 
 def test_sharded_runs_merge_into_the_unsharded_run(specguard, vllm_servers, tmp_path: Path) -> None:
-    pair = _ngram_pair(specguard.matrix)
-    if pair is None:
-        pytest.skip(f"matrix {specguard.matrix.name} has no n-gram server with a plain server to pair it with")
-    plain, spec = pair
-    if specguard.one_url(spec):
-        pytest.skip(specguard.one_url(spec))
-    plain_server, spec_server = vllm_servers.pair(plain, spec)
+    plain, spec, plain_server, spec_server = live_ngram_pair(specguard, vllm_servers)
     urls = {plain.name: plain_server.base_url, spec.name: spec_server.base_url}
     matrix = write_inner_matrix(tmp_path, specguard.matrix, plain, spec)
     inner = load_matrix(matrix)

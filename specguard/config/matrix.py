@@ -341,10 +341,12 @@ class LosslessTable(_Table):
 
 
 class ToleranceTable(_Table):
-    """``{ rel = 0.05, direction = "higher" }``, or the bare number ``rel``."""
+    """``{ rel = 0.05, direction = "higher" }``, or the bare number ``rel``; ``advisory = true``:
+    compared and reported, never deciding a verdict, on any profile."""
 
     rel: Annotated[float, Field(ge=0, lt=1), _say("expected a fraction in [0, 1) such as 0.05", types=True)]
     direction: Literal["higher", "lower"] = "higher"
+    advisory: bool = False
 
 
 def _bare_rels(schema: dict[str, Any]) -> None:
@@ -470,7 +472,7 @@ def parse_matrix(raw: dict[str, Any], path: Path) -> Matrix:
     return Matrix(
         path=path, name=m.name, id_prefix=m.name if m.id_prefix is None else m.id_prefix, marker=m.marker,
         servers=tuple(_server_config(s) for s in m.servers), workload=Workload(**_fields(m.workload)),
-        tolerances={k: Tolerance(t.rel, t.direction)   # in the file's order
+        tolerances={k: Tolerance(t.rel, t.direction, t.advisory)   # in the file's order
                     for k in raw.get("tolerances", {}) if (t := getattr(m.tolerances, k)) is not None},
         lossless=LosslessSettings(**_fields(m.lossless)), description=m.description,
         reference_profile=m.reference_profile, gate_checks=GateChecks(**_fields(m.gate_checks)))

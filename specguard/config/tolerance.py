@@ -15,11 +15,14 @@ class Tolerance:
     """``rel`` is a fraction (0.05 = 5 %); ``direction`` says which way is better.
 
     For a higher-is-better metric the floor is ``baseline * (1 - rel)``; for a
-    lower-is-better one the ceiling is ``baseline * (1 + rel)``.
+    lower-is-better one the ceiling is ``baseline * (1 + rel)``. An ``advisory`` metric is
+    compared and reported against its own profile too, but never decides a verdict (a figure that
+    one profile name does not pin down, such as a CPU VM's absolute tok/s).
     """
 
     rel: float
     direction: Direction = "higher"
+    advisory: bool = False
 
     def __post_init__(self) -> None:
         if not (isinstance(self.rel, (int, float)) and math.isfinite(self.rel) and 0 <= self.rel < 1):

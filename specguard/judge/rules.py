@@ -6,6 +6,8 @@
 - Figures that depend on the machine (speedup, absolute throughput) decide a verdict only against
   the machine's own profile. Against the reference on another machine they are an advisory
   comparison: computed and reported, never a failure, never a reason for more rounds.
+- A tolerance marked ``advisory`` never decides, even against the machine's own profile: a CPU
+  profile names a CPU model, and VMs reporting one model decoded 30-40% apart.
 - ``min_speedup`` is a same-run floor: it needs no baseline and holds on any machine.
 """
 
@@ -70,7 +72,7 @@ def judge_metrics(interval_of: Callable[[str], Interval | None], per_position: C
             iv, base = interval_of(metric), stored.get(metric)
             if iv is None or base is None or not isinstance(base.value, float):
                 continue
-            advisory = not against.own and metric not in PORTABLE
+            advisory = tol.advisory or (not against.own and metric not in PORTABLE)
             checks[metric] = Check(metric, judge(iv, base.value, tol), iv, base.value, tol,
                                    against=against.profile, advisory=advisory)
         tol = tolerances.get("per_position_acceptance")

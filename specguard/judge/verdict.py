@@ -134,8 +134,10 @@ class Check:
             Verdict.OK: f"lies at or {better} {bound}",
             Verdict.UNKNOWN: f"straddles {bound}; more rounds are needed to decide",
         }[self.verdict]
+        why = ("reported, never judged in this matrix" if self.tolerance.advisory
+               else "machine-bound figure from another machine")
         source = "" if self.against is None else f" (baseline of {self.against}" + (
-            ", advisory: machine-bound figure from another machine)" if self.advisory else ")")
+            f", advisory: {why})" if self.advisory else ")")
         return f"{self.metric}: {self.verdict.value}: {ci} {where}{source}"
 
 

@@ -48,6 +48,19 @@ def device_env(index: int, count: int, *, gpus: int, cores: list[int], tensor_pa
     return {"VLLM_CPU_OMP_THREADS_BIND": ",".join(str(c) for c in mine_cores)}
 
 
+def pair_cores_env(speculative: bool, cores: list[int]) -> dict[str, str]:
+    """One session's CPU pair on disjoint cores: the plain server's compute threads on the first
+    half of ``cores``, a speculative server's on the second. vLLM's CPU backend otherwise binds
+    both to the first core: their rounds alternate, but wherever both decode at once (the lossless
+    comparisons, each server asked at the same time) they shared one core while the other waited.
+    Fewer than two cores: nothing changes."""
+    if len(cores) < 2:
+        return {}
+    half = len(cores) // 2
+    mine = cores[half:] if speculative else cores[:half]
+    return {"VLLM_CPU_OMP_THREADS_BIND": ",".join(str(c) for c in mine)}
+
+
 def param_id(nodeid: str) -> str | None:
     """``tests/test_x.py::test_y[tiny-ngram4-c1-coding]@grp`` → ``tiny-ngram4-c1-coding``."""
     nodeid = nodeid.split("@", 1)[0]

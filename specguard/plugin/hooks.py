@@ -125,8 +125,7 @@ def pytest_configure(config: pytest.Config) -> None:
         rounds=config.getoption("rounds"),
         categories=config.getoption("categories"),
         concurrency=config.getoption("concurrency"),
-        # pytest-benchmark's option is a path in 5.x and an open file in older releases.
-        benchmark_json=Path(getattr(bench_json, "name", bench_json)) if bench_json is not None else None,
+        benchmark_json=_benchmark_json_path(bench_json),
         run_id=_run_id(config),
         worker=worker_slot(getattr(config, "workerinput", None)),
     )
@@ -139,6 +138,15 @@ def pytest_configure(config: pytest.Config) -> None:
             config.stash[SHARD_KEY] = _shard(config.stash[SESSION_KEY], *config.getoption("shard"))
     except SpecguardError as exc:
         raise pytest.UsageError(f"specguard: {exc}") from None
+
+
+def _benchmark_json_path(option: Any) -> Path | None:
+    """The --benchmark-json file: pytest-benchmark 5.x gives a path (whose ``.name`` is only the
+    file's name: taking it wrote the xdist controller's file, and lossless.json, into the current
+    folder), older releases an open file (whose ``.name`` is its path)."""
+    if option is None:
+        return None
+    return Path(option if isinstance(option, (str, os.PathLike)) else option.name)
 
 
 def _shard(s: SpecguardSession, index: int, count: int) -> sharding.Shard:
@@ -275,8 +283,13 @@ def _order_key(s: SpecguardSession, item: pytest.Item) -> tuple[Any, ...]:
     elif "server_config" in params:
         value, kind = params["server_config"], "security"
         server = value.name
+    elif "vllm_servers" in item.fixturenames:
+        # A check on the session's live servers that is no cell of the matrix (the sharded and the
+        # xdist runs): after every test that needs no server, before the cells, so the servers it
+        # asks for are the first ones started and stay live for the cells that follow.
+        return (-0.5,)
     else:
-        return (-1,)   # unit tests first: they need no server
+        return (-1,)   # unit tests and the reliability cases first: they need none of the session's servers
     servers = s.matrix.server_order()
     order = [srv.name for srv in servers]
 
@@ -401,13 +414,27 @@ def measured(cell: Cell, specguard: SpecguardSession, vllm_servers: Any, request
 
     def run_rounds(one_round: Any, n: int) -> list[RoundSample]:
         samples: list[RoundSample] = []
-        benchmark.pedantic(lambda: samples.append(one_round()), rounds=n, iterations=1, warmup_rounds=0)
+        try:
+            benchmark.pedantic(lambda: samples.append(one_round()), rounds=n, iterations=1, warmup_rounds=0)
+        except BaseException:
+            _forget_unfinished(request.config, benchmark)
+            raise
         return samples
 
     m = specguard.measure(cell, run_rounds if first else _no_rounds)
     if benchmark is not None:
         benchmark.extra_info.update(specguard.cell_info(m))
     return m
+
+
+def _forget_unfinished(config: pytest.Config, benchmark: Any) -> None:
+    """An unfinished cell (a dead server, Ctrl-C) is no result: its pytest-benchmark entry goes. Left
+    in, an entry with no round made pytest-benchmark's --benchmark-json writer fail at the end of
+    the session (``min()`` of no data), losing the finished cells' file and pytest's summary."""
+    session = getattr(config, "_benchmarksession", None)
+    stats = getattr(benchmark, "stats", None)
+    if session is not None and stats is not None and stats in session.benchmarks:
+        session.benchmarks.remove(stats)
 
 
 def _no_rounds(one_round: Any, n: int) -> list[RoundSample]:  # pragma: no cover - never measures
@@ -492,9 +519,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 
 def _verdict_text(r: dict[str, Any]) -> str:
-    verdict = r.get("verdict") or "no baseline"
     against = r.get("judged_against") or []
     advisory = r.get("advisory") or {}
+    verdict = r.get("verdict") or ("not judged" if advisory else "no baseline")
     parts = [verdict] + [f"vs {', '.join(against)}"] * bool(against)
     if advisory:
         parts.append("(advisory: " + ", ".join(f"{k} {v}" for k, v in sorted(advisory.items())) + ")")

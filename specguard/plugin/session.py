@@ -11,7 +11,7 @@ from typing import Any, Callable
 from specguard.judge.aggregate import AggregateCase, StoredAggregate, aggregate_cases, aggregates_from_cells, parse_aggregates
 from specguard.store.baselines import (BaselineFile, CellBaseline, baseline_path, detect_devices,
                                  detect_profile, device_description, load_baseline, write_baseline)
-from specguard.plugin.distributed import device_env
+from specguard.plugin.distributed import device_env, pair_cores_env
 from specguard.config.errors import InputError
 from specguard.judge.gate import GateCase, gate_cases
 from specguard.measure.load import round_prompts, run_sync
@@ -128,9 +128,17 @@ class SpecguardSession:
         stored_aggregates = ({} if baseline is None else
                              parse_aggregates(baseline.aggregates, baseline.path, matrix.id_prefix))
         index, count = options.worker
-        env = {s.name: device_env(index, count, gpus=len(detect_devices()) if use_gpu else 0,
-                                  cores=sorted(os.sched_getaffinity(0)), tensor_parallel_size=s.tensor_parallel_size,
-                                  use_gpu=use_gpu) for s in matrix.servers} if count > 1 else {}
+        cores = sorted(os.sched_getaffinity(0))
+        if count > 1:
+            env = {s.name: device_env(index, count, gpus=len(detect_devices()) if use_gpu else 0, cores=cores,
+                                      tensor_parallel_size=s.tensor_parallel_size, use_gpu=use_gpu)
+                   for s in matrix.servers}
+        elif matrix.marker == "cpu" and w.pairing == "interleaved":
+            # (a matrix that binds a server itself keeps its binding)
+            env = {s.name: pair_cores_env(s.is_speculative, cores) for s in matrix.servers
+                   if "VLLM_CPU_OMP_THREADS_BIND" not in dict(s.env)}
+        else:
+            env = {}
         session = cls(options=options, matrix=matrix, categories=categories, loaded_prompts=prompts,
                       profile=profile, device=device, api_key=api_key or "",
                       pool=ServerPool(log_dir=log_dir, api_key=api_key, external_urls=_urls(options.vllm_urls),

@@ -68,6 +68,8 @@ def pooled_acceptance(cells: Sequence[CellResult]) -> tuple[float, ...]:
 
 def verdict_text(c: CellResult) -> str:
     if c.verdict is None:
+        if c.advisory:   # compared, but nothing decides in this matrix
+            return "not judged (advisory: " + ", ".join(f"{m} {v}" for m, v in sorted(c.advisory.items())) + ")"
         return "no baseline"
     which = [m for m, v in sorted(c.verdicts.items()) if v == c.verdict]
     text = c.verdict + (f" ({', '.join(which)})" if which and c.verdict != "OK" else "")

@@ -58,6 +58,7 @@ class CellResult:
     round_acceptance_lengths: tuple[float, ...] = ()
     verdict: str | None = None
     verdicts: Mapping[str, str] = field(default_factory=dict)
+    advisory: Mapping[str, str] = field(default_factory=dict)   # compared, not deciding
     warnings: tuple[str, ...] = ()
     device: str | None = None
     profile: str | None = None
@@ -172,6 +173,8 @@ class _CellInfo(Schema):
     round_acceptance_lengths: _Numbers = ()
     verdict: Annotated[Verdict, expect(f"one of {', '.join(VERDICTS)}")] | None = None
     verdicts: Annotated[dict[str, Verdict], expect(f"an object of metric: {'/'.join(VERDICTS)}"),
+                        _falsy_is({})] = Field(default_factory=dict)
+    advisory: Annotated[dict[str, Verdict], expect(f"an object of metric: {'/'.join(VERDICTS)}"),
                         _falsy_is({})] = Field(default_factory=dict)
     warnings: Annotated[tuple[Str, ...], expect("a list of strings"), _null_is(())] = ()
     device: _Text | None = None

@@ -404,3 +404,12 @@ def test_aggregates_from_cells_paired_and_a_subset_of_categories() -> None:
     assert only_a["tiny-baseline-c1"]["metrics"]["output_throughput"]["rounds"] == [10.0, 12.0]
     assert parse_aggregates(out, "tiny-cpu.json", TINY.id_prefix)["tiny-ngram4-c1"].metrics["speedup"].aggregation \
         == PAIRED_GEOMEAN
+
+
+
+def test_an_advisory_tolerance_marks_the_aggregate_check_advisory() -> None:
+    measured = aggregate([by_rate("a", [130.0], SPEC), by_rate("b", [130.0], SPEC)])
+    stored = parse_aggregates({"k": entry()}, "b.json")["k"]
+    assert judge_aggregate(stored, measured, {"output_throughput": Tolerance(0.35, advisory=True)}
+                           )["output_throughput"].advisory
+    assert not judge_aggregate(stored, measured, TOL)["output_throughput"].advisory

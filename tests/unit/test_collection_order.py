@@ -12,13 +12,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 MATRIX = ROOT / "fixtures" / "matrices" / "ref-gpu-31b.toml"             # pairing "interleaved"
 SEQUENTIAL = ROOT / "fixtures" / "matrices" / "gemma4-h100.toml"       # pairing "sequential"
+TINY = ROOT / "fixtures" / "matrices" / "tiny-cpu.toml"
 
 
-def _collected(tmp_path: Path, *args: str, matrix: Path = MATRIX, profile: str = "h200") -> list[str]:
+def _collected(tmp_path: Path, *args: str, matrix: Path = MATRIX, profile: str = "h200",
+               marks: str = "gpu or gate") -> list[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("SPECGUARD_MATRIX", "PYTEST_ADDOPTS")}
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")   # collection never needs the Hub
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "gpu or gate", "--matrix", str(matrix),
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", marks, "--matrix", str(matrix),
          "--baseline-profile", profile, "--results-dir", str(tmp_path / "results"), "-p", "no:cacheprovider",
          "--ignore", "tests/unit", *args],
         check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -53,3 +55,17 @@ def test_with_sequential_pairing_an_aggregate_still_follows_its_own_cells(tmp_pa
         plain_cell = items.index(f"test_throughput[gemma4-31b-baseline-c{c}-coding]")
         spec_cell = items.index(f"test_speedup[gemma4-31b-mtp8-c{c}-coding]")
         assert plain_cell < spec_cell < spec_agg, items
+
+
+def test_checks_on_live_servers_run_after_the_reliability_cases_and_before_the_cells(tmp_path: Path) -> None:
+    """The reliability cases start servers of their own, so none of the session's is live then; the
+    sharded and the xdist checks ask for the session's first pair, which the cells then go on using."""
+    items = _collected(tmp_path, "--categories", "coding", "--concurrency", "1", matrix=TINY,
+                       profile="cpu-amd-epyc-2c", marks="not gpu")
+    names = [i.split("[", 1)[0] for i in items]
+    live = [names.index("test_two_workers_keep_each_family_together_and_merge"),
+            names.index("test_sharded_runs_merge_into_the_unsharded_run")]
+    reliability = [i for i, n in enumerate(names) if n.startswith(("test_server_killed", "test_interrupted"))]
+    cells = [i for i, n in enumerate(names) if n in ("test_throughput", "test_speedup", "test_lossless")]
+    assert reliability and cells, items
+    assert max(reliability) < min(live) and max(live) < min(cells), items

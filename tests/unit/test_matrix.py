@@ -416,6 +416,14 @@ def test_tolerance_forms() -> None:
     assert list(m.tolerances) == ["speedup", "output_throughput"]   # in the file's order
 
 
+def test_an_advisory_tolerance() -> None:
+    raw = _set(tiny_raw(), "tolerances", {"output_throughput": {"rel": 0.35, "advisory": True}})
+    assert parse_matrix(raw, FAKE).tolerances == {"output_throughput": Tolerance(0.35, "higher", advisory=True)}
+    err = assert_input_error(_set(raw, "tolerances.output_throughput.advisory", "yes"),
+                             "tolerances.output_throughput.advisory")
+    assert "true or false" in str(err), str(err)
+
+
 def test_rounds_message_is_exact() -> None:
     """tests/test_reliability.py checks this text through pytest --collect-only."""
     err = assert_input_error(_set(tiny_raw(), "workload.rounds", -2), "workload.rounds")
@@ -442,7 +450,7 @@ _SERVER_KEYS = ("args, baseline, dtype, enable_prefix_caching, env, lossless, ma
                             "near_tie_margin, num_prompts, prompts, seed, top_logprobs)"),
         ("tolerances.colour", "unknown metric (known: acceptance_length, acceptance_rate, output_throughput, "
                               "per_position_acceptance, speedup)"),
-        ("tolerances.speedup.colour", "unknown key (allowed: direction, rel)"),
+        ("tolerances.speedup.colour", "unknown key (allowed: advisory, direction, rel)"),
         ("gate_checks.colour", "unknown key (allowed: acceptance_drop, rerun, slowdown)"),
     ],
 )

@@ -340,3 +340,15 @@ def test_read_records_skips_only_a_torn_last_line(tmp_path: Path) -> None:
     with pytest.raises(InputError) as err:
         read_records(path)
     assert err.value.field == "line 2" and str(path) in str(err.value)
+
+
+def test_an_advisory_tolerance_never_decides_even_on_the_own_profile() -> None:
+    """A CPU profile names a CPU model, not a speed: the tiny CPU matrix marks absolute tok/s advisory."""
+    tol = {**TOL, "output_throughput": Tolerance(0.35, advisory=True)}
+    interval_of, pos = _intervals(_iv(1.4, 1.5, 1.6), _iv(3.17, 3.18, 3.19), _iv(4, 5, 6))
+    for own in (True, False):
+        checks = judge_metrics(interval_of, pos, Against(_stored(1.5, 3.18), "cpu-amd-epyc-2c", own), tol, None)
+        tput = checks["output_throughput"]
+        assert tput.verdict is Verdict.REGRESSED and tput.advisory      # 5 tok/s [4, 6] < 6.5 = 10 × 0.65
+        assert "advisory: reported, never judged in this matrix" in tput.describe()
+        assert checks["speedup"].advisory is not own and not checks["acceptance_length"].advisory

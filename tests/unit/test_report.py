@@ -515,3 +515,12 @@ def test_module_entry_point(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "specguard", "report", "--help"], capture_output=True, text=True, check=False,
                           cwd=Path(__file__).parents[2], env={**os.environ, "MPLBACKEND": "Agg"}, timeout=60)
     assert done.returncode == 0 and "RESULTS.json" in done.stdout
+
+
+def test_a_cell_judged_on_advisory_figures_only_says_so() -> None:
+    from specguard.report.build import verdict_text
+    from specguard.store.benchjson import CellResult
+    plain = CellResult("tiny-baseline-c1-coding", "baseline", "m", "none", 1, "coding", 6.5,
+                       advisory={"output_throughput": "REGRESSED"})
+    assert verdict_text(plain) == "not judged (advisory: output_throughput REGRESSED)"
+    assert verdict_text(CellResult("c", "s", "m", "none", 1, "coding", 6.5)) == "no baseline"

@@ -130,6 +130,15 @@ def test_server_env_overlays_config_env(monkeypatch: pytest.MonkeyPatch) -> None
     assert "LD_PRELOAD" not in env
 
 
+def test_server_env_lets_the_server_write_its_bytecode_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(server_mod, "vllm_distribution", lambda: None)
+    env = server_env(ServerConfig(name="s", model="m"), {"PYTHONDONTWRITEBYTECODE": "1", "PATH": "/bin"})
+    assert env == {"PATH": "/bin"}
+    # a config that asks for it gets it
+    cfg = ServerConfig(name="s", model="m", env=(("PYTHONDONTWRITEBYTECODE", "1"),))
+    assert server_env(cfg, {})["PYTHONDONTWRITEBYTECODE"] == "1"
+
+
 def test_server_env_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(server_mod, "vllm_distribution", lambda: None)
     monkeypatch.setenv("SPECGUARD_UNIT_MARK", "1")
