@@ -14,6 +14,7 @@ NaN or inf, a confidence outside (0, 1), a ratio over a non-positive mean.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable, Sequence
@@ -133,6 +134,22 @@ def _bootstrap(data: tuple[Floats, ...], statistic: Callable[..., Any], confiden
     return low, high
 
 
+@functools.lru_cache(maxsize=512)
+def _t_quantile(p: float, df: int) -> float:
+    return float(_scipy_stats.t.ppf(p, df))
+
+
+def _t_interval(values: Floats, confidence: float) -> tuple[float, float]:
+    """Student's t interval for the mean of ``values`` (at least two, not all equal): what
+    ``scipy.stats.ttest_1samp(values, 0).confidence_interval(confidence)`` gives, without its
+    per-call overhead (~8 ms against ~0.1 ms on 2 cores), which the gate's power replays pay
+    thousands of times."""
+    n = int(values.size)
+    centre = float(np.mean(values))
+    half = _t_quantile((1 + confidence) / 2, n - 1) * float(np.std(values, ddof=1)) / math.sqrt(n)
+    return centre - half, centre + half
+
+
 def _interval(low: float, high: float, estimate: float, confidence: float, method: str) -> Interval:
     # The percentile interval is not centred on the estimate: with skewed tiny samples,
     # or by rounding when the data are nearly constant, it can miss it. Clamp so the
@@ -160,8 +177,8 @@ def mean_ci(samples: Sequence[float], confidence: float = 0.95, *, seed: int = 0
     if arr[0] == arr[-1]:
         return Interval(estimate, estimate, estimate, confidence, "constant")
     if method == "t":
-        ci = _scipy_stats.ttest_1samp(arr, 0.0).confidence_interval(confidence_level=confidence)
-        return _interval(float(ci.low), float(ci.high), estimate, confidence, "student-t")
+        low, high = _t_interval(arr, confidence)
+        return _interval(low, high, estimate, confidence, "student-t")
     low, high = _bootstrap((arr,), lambda x, axis: np.mean(x, axis=axis), confidence, seed)
     # A resample's mean lies in [min, max] exactly, though its rounded sum may not.
     low, high = max(low, float(arr[0])), min(high, float(arr[-1]))
@@ -242,8 +259,8 @@ def paired_ratio_ci(numerator: Sequence[float], denominator: Sequence[float], co
         return Interval(estimate, estimate, estimate, confidence, "single")
     if logs[0] == logs[-1]:
         return Interval(estimate, estimate, estimate, confidence, "constant")
-    ci = _scipy_stats.ttest_1samp(logs, 0.0).confidence_interval(confidence_level=confidence)
-    return _interval(math.exp(float(ci.low)), math.exp(float(ci.high)), estimate, confidence, "paired-t-log")
+    low, high = _t_interval(logs, confidence)
+    return _interval(math.exp(low), math.exp(high), estimate, confidence, "paired-t-log")
 
 
 def stability_warning(summary: Summary, name: str) -> str | None:

@@ -311,3 +311,18 @@ def test_stability_warning_zero_mean() -> None:
 def test_stability_warning_from_real_rounds() -> None:
     message = stability_warning(summarize([80.0, 100.0, 120.0]), "speedup")
     assert message == "speedup: the standard deviation is 20% of the mean; the result may be unstable"
+
+
+@given(st.lists(st.floats(-50, 50, allow_nan=False), min_size=2, max_size=40).filter(lambda v: max(v) > min(v)),
+       st.sampled_from([0.5, 0.9, 0.95, 0.975, 0.99, 0.9875]))
+def test_t_interval_is_scipys_one_sample_t_interval(values: list[float], confidence: float) -> None:
+    """The direct formula mean_ci and paired_ratio_ci use gives scipy's ttest_1samp interval."""
+    import numpy as np
+    from scipy import stats as scipy_stats
+
+    from specguard.judge.stats import _t_interval
+    arr = np.sort(np.asarray(values))
+    want = scipy_stats.ttest_1samp(arr, 0.0).confidence_interval(confidence_level=confidence)
+    low, high = _t_interval(arr, confidence)
+    scale = max(1.0, float(np.max(np.abs(arr))))
+    assert abs(low - want.low) <= 1e-9 * scale and abs(high - want.high) <= 1e-9 * scale
