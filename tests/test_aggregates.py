@@ -5,13 +5,11 @@ The stored side comes from the baseline's cells of the same categories (the aggr
 just those categories would have stored); where the baseline keeps no cells (a published study's
 figures), from its ``aggregates`` entry when that covers exactly the run's categories."""
 
-import warnings
-
 import pytest
 
 from specguard.judge.aggregate import (PAIRED_GEOMEAN, aggregate, aggregate_speedup, aggregates_from_cells,
                                        judge_aggregate, paired_aggregate_speedup, parse_aggregates)
-from specguard.plugin.outcome import AdvisoryWarning, baseline_version, settle
+from specguard.plugin.outcome import baseline_version, settle, warn_advisory
 
 
 def _measured(specguard, server, concurrency):
@@ -58,10 +56,7 @@ def test_aggregate(aggregate_case, specguard):
     assert checks, f"{case.id}: nothing to judge: no tolerance in the matrix for {', '.join(stored.metrics)}"
     header = (f"{case.id} [{stored.aggregation}, {len(stored.categories)} categories, {measured.rounds} rounds, "
               f"stored from {source}] vs baseline from vLLM {baseline_version(s)}:")
-    for c in checks.values():
-        if c.advisory:
-            warnings.warn(AdvisoryWarning(f"{case.id}: {c.describe()}"), stacklevel=1)
-    deciding = [c for c in checks.values() if not c.advisory]
+    deciding = warn_advisory(case.id, list(checks.values()))
     if not deciding:
         pytest.skip(f"{case.id}: every stored figure is advisory in {s.matrix.path.name}, reported and never judged:"
                     + "".join(f"\n{c.describe()}" for c in checks.values()))

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -277,5 +277,5 @@ def judge_aggregate(stored: StoredAggregate, measured: MeasuredAggregate, tolera
     for metric, base in sorted(stored.metrics.items()):
         iv, tol = figures.get(metric), tolerances.get(metric)
         if iv is not None and tol is not None and isinstance(base.value, float):
-            checks[metric] = replace(Check.of(metric, iv, base.value, tol), advisory=tol.advisory)
+            checks[metric] = Check.of(metric, iv, base.value, tol)
     return checks

@@ -83,8 +83,10 @@ class Check:
 
     @classmethod
     def of(cls, metric: str, interval: Interval, baseline: float, tolerance: Tolerance) -> Check:
-        """Judge ``interval`` and keep everything the messages need."""
-        return cls(metric, judge(interval, baseline, tolerance), interval, baseline, tolerance)
+        """Judge ``interval`` and keep everything the messages need; an advisory tolerance makes an
+        advisory check."""
+        return cls(metric, judge(interval, baseline, tolerance), interval, baseline, tolerance,
+                   advisory=tolerance.advisory)
 
     def _texts(self, *, improved: bool = False, estimate: bool = False) -> tuple[str, str]:
         """The interval and the bound it is compared with, printed with the same digits

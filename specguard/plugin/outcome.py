@@ -57,13 +57,18 @@ def explanation(s: SpecguardSession, m: CellMeasurement) -> str | None:
                    m.tokens_per_step())
 
 
+def warn_advisory(label: str, checks: list[Check]) -> list[Check]:
+    """An AdvisoryWarning for each advisory check of ``label``; the deciding checks."""
+    for c in checks:
+        if c.advisory:
+            warnings.warn(AdvisoryWarning(f"{label}: {c.describe()}"), stacklevel=3)
+    return [c for c in checks if not c.advisory]
+
+
 def assert_checks(s: SpecguardSession, m: CellMeasurement, metrics: list[str]) -> None:
     """Judge ``metrics`` (prefixes match, so ``acceptance_pos`` covers every position) of ``m``."""
     checks = [c for name, c in m.checks.items() if any(name.startswith(x) for x in metrics)]
-    for c in checks:
-        if c.advisory:
-            warnings.warn(AdvisoryWarning(f"{m.cell.id}: {c.describe()}"), stacklevel=2)
-    deciding = [c for c in checks if not c.advisory]
+    deciding = warn_advisory(m.cell.id, checks)
     if not deciding:
         where = s.options.baseline_dir / s.profile / f"{s.matrix.name}.json"
         if s.stored(m.cell) is None:
