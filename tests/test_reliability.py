@@ -297,17 +297,10 @@ def test_port_already_taken_is_a_clear_error(tmp_path: Path) -> None:
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen(1)
-        server = VLLMServer(config, log_dir=tmp_path / "logs")
-        taken = held.getsockname()[1]
-        import specguard.serving.server as server_mod
-        original = server_mod.free_port
-        server_mod.free_port = lambda host="127.0.0.1": taken
+        server = VLLMServer(config, log_dir=tmp_path / "logs", port=held.getsockname()[1])
         t0 = time.monotonic()
-        try:
-            with pytest.raises(ServerError) as info:
-                server.start()
-        finally:
-            server_mod.free_port = original
+        with pytest.raises(ServerError) as info:
+            server.start()
     assert "porttaken" in str(info.value) and "exited with code" in str(info.value)
     assert time.monotonic() - t0 < 180
     assert server.proc is None

@@ -102,8 +102,9 @@ class VLLMServer:
 
     def __init__(self, config: ServerConfig, *, log_dir: Path, api_key: str | None = None,
                  health_poll_s: float = 1.0, extra_env: dict[str, str] | None = None,
-                 python: str | None = None, label: str | None = None) -> None:
+                 python: str | None = None, label: str | None = None, port: int | None = None) -> None:
         self.config = config
+        self.fixed_port = port   # None: a free port, taken at launch
         # Another environment's Python serves another vLLM build (the upgrade A/B runs two at once).
         self.python = python or sys.executable
         self.extra_env = dict(extra_env or {})
@@ -136,7 +137,7 @@ class VLLMServer:
         model = resolve_model(self.config.model)
         if not self.config.model.startswith("builtin:") and model.startswith(("/", ".")) and not Path(model).exists():
             raise ServerError(f"server {self.config.name!r}: model path {model} does not exist")
-        self.port = free_port()
+        self.port = self.fixed_port or free_port()
         argv = build_argv(self.config, model=model, port=self.port, python=self.python)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
